@@ -1,0 +1,135 @@
+"""The ``sparring`` command line: thin wrappers that parse options and call the library."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sparring.errors import SparringError
+
+app = typer.Typer(
+    name="sparring",
+    help="Align a chat model by a two-player game (GPO): an attacker LLM against a defender LLM.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+) -> None:
+    """sparring: GPO training, evaluation and red-teaming."""
+    _state["debug"] = debug
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Hide transformers' per-load progress bars and info logs: our own display says what happens."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _fail(error: Exception) -> None:
+    if _state["debug"]:
+        console.print_exception()
+    console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def generate(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model spec: bundled:NAME, tiny, DIR, FILE.gguf or Hub id.")
+    ] = "bundled:smollm2-135m-instruct",
+    prompt: Annotated[list[str] | None, typer.Option("--prompt", "-p", help="A prompt (repeatable).")] = None,
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help="File of prompts (.txt, .csv, .jsonl, .json).")
+    ] = None,
+    column: Annotated[str | None, typer.Option(help="Column/field holding the prompt in csv/jsonl files.")] = None,
+    system: Annotated[str | None, typer.Option(help="System message.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    repetition_penalty: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    seed: int = 0,
+    dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "fp32",
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    lora: Annotated[Path | None, typer.Option(help="Directory of a saved PEFT adapter to apply.")] = None,
+) -> None:
+    """Print a model's answers to prompts: the quick way to look at any model or checkpoint."""
+    try:
+        from sparring.data import read_prompts
+        from sparring.display import safe_text
+        from sparring.generation import SamplingConfig
+        from sparring.generation import generate as run_generate
+        from sparring.models import ModelConfig, chat_prompt, load_adapter, load_model
+
+        items = list(prompt or [])
+        if prompts is not None:
+            items += read_prompts(prompts, column)
+        if not items:
+            raise SparringError("no prompts given", hint='use --prompt "..." or --prompts FILE')
+        config = _validated(ModelConfig, spec=model, dtype=dtype, device=device)
+        sampling = _validated(
+            SamplingConfig,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+        )
+        start = time.perf_counter()
+        with console.status(f"loading {model}"):
+            loaded = load_model(config)
+            if lora is not None:
+                loaded.model = load_adapter(loaded.model, lora)
+        loaded_at = time.perf_counter()
+        formatted = [chat_prompt(loaded.tokenizer, p, system) for p in items]
+        with console.status(f"generating {len(items)} answer(s)"):
+            result = run_generate(loaded.model, loaded.tokenizer, formatted, sampling, seed=seed)
+        done = time.perf_counter()
+        for text_in, text_out in zip(items, result.texts, strict=True):
+            out.print(safe_text("> " + text_in, style="bold cyan"))
+            out.print(safe_text(text_out))
+            out.print()
+        console.print(
+            f"[dim]load {loaded_at - start:.1f}s · generate {done - loaded_at:.1f}s · "
+            f"{result.num_tokens / max(done - loaded_at, 1e-9):.0f} tok/s[/]"
+        )
+    except SparringError as error:
+        _fail(error)
+
+
+def _validated(model_cls, **values):
+    """Build a pydantic config, turning validation errors into one readable SparringError."""
+    from pydantic import ValidationError
+
+    try:
+        return model_cls(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SparringError(f"invalid {model_cls.__name__}: {problems}") from exc
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,178 @@
+"""Batched sampling with a KV cache, returning what the RL step needs.
+
+A hand-written decode loop rather than ``model.generate``: it stops each sequence at EOS, stops
+the batch when all are done, and returns the sampled tokens' log-probabilities without keeping
+every step's full logits. Sampling uses transformers' own logits processors.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import (
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+
+class SamplingConfig(BaseModel):
+    """How to sample. temperature 0 means greedy decoding."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(64, ge=1, description="Longest response, in tokens.")
+    temperature: float = Field(1.0, ge=0, description="Softmax temperature; 0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    repetition_penalty: float = Field(1.0, gt=0, description="CTRL-style penalty on seen tokens; 1 = off.")
+    batch_size: int = Field(64, ge=1, description="Sequences decoded together (memory bound).")
+
+
+@dataclass
+class Generation:
+    """Prompts and sampled responses as padded tensors plus decoded text.
+
+    prompt_ids are left-padded, response_ids right-padded with the pad id. ``logprobs[i, t]`` is
+    log pi(response_ids[i, t] | ...) under the policy at the sampling temperature (logits / T,
+    before top-p and repetition penalty), the quantity the PPO ratio is built from.
+    """
+
+    texts: list[str]
+    prompt_ids: torch.Tensor  # (B, P) long
+    prompt_mask: torch.Tensor  # (B, P) long
+    response_ids: torch.Tensor  # (B, R) long
+    response_mask: torch.Tensor  # (B, R) long, 1 for tokens up to and including EOS
+    logprobs: torch.Tensor  # (B, R) float
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.response_mask.sum())
+
+
+def _cache_kwarg(model: PreTrainedModel) -> str:
+    """transformers renamed ``past_key_values`` to ``cache``; accept both versions."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _processors(cfg: SamplingConfig) -> LogitsProcessorList:
+    procs: list = []
+    if cfg.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty))
+    if cfg.temperature > 0:
+        if cfg.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(cfg.temperature))
+        if cfg.top_p < 1.0:
+            procs.append(TopPLogitsWarper(cfg.top_p))
+    return LogitsProcessorList(procs)
+
+
+def _pad_to(t: torch.Tensor, width: int, value: int | float, left: bool) -> torch.Tensor:
+    pad = width - t.shape[1]
+    if pad == 0:
+        return t
+    filler = torch.full((t.shape[0], pad), value, dtype=t.dtype, device=t.device)
+    return torch.cat([filler, t] if left else [t, filler], dim=1)
+
+
+@torch.no_grad()
+def _generate_chunk(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    cfg: SamplingConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    device = next(model.parameters()).device
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id
+    batch = prompt_ids.shape[0]
+    processors = _processors(cfg)
+    temperature = cfg.temperature if cfg.temperature > 0 else 1.0
+    cache_name = _cache_kwarg(model)
+
+    attention = prompt_mask.clone()
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    seen = prompt_ids  # what the repetition penalty looks at
+    out = model(
+        input_ids=prompt_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1
+    )
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    position = positions[:, -1:]
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    tokens, logps, masks = [], [], []
+    for _ in range(cfg.max_new_tokens):
+        logits = out.logits[:, -1, :].float()
+        policy_logp = torch.log_softmax(logits / temperature, dim=-1)
+        scores = processors(seen, logits)
+        if cfg.temperature == 0:
+            token = scores.argmax(dim=-1)
+        else:
+            token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
+        token = torch.where(finished, torch.full_like(token, pad), token)
+        alive = (~finished).long()
+        tokens.append(token)
+        masks.append(alive)
+        logps.append(policy_logp.gather(1, token[:, None]).squeeze(1) * alive)
+        finished = finished | (token == eos)
+        if bool(finished.all()):
+            break
+        seen = torch.cat([seen, token[:, None]], dim=1)
+        attention = torch.cat([attention, alive[:, None]], dim=1)
+        position = position + 1
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=attention,
+            position_ids=position,
+            use_cache=True,
+            **{cache_name: cache},
+        )
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    return prompt_ids, prompt_mask, torch.stack(tokens, 1), torch.stack(masks, 1), torch.stack(logps, 1)
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    cfg: SamplingConfig | None = None,
+    seed: int = 0,
+) -> Generation:
+    """Sample one response per (already chat-formatted) prompt.
+
+    The same seed gives the same tokens on the CPU: one ``torch.Generator`` drives every draw.
+    """
+    cfg = cfg or SamplingConfig()
+    if not prompts:
+        raise ValueError("generate() needs at least one prompt")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    parts = []
+    try:
+        for start in range(0, len(prompts), cfg.batch_size):
+            parts.append(_generate_chunk(model, tokenizer, prompts[start : start + cfg.batch_size], cfg, generator))
+    finally:
+        model.train(was_training)
+    pad = tokenizer.pad_token_id
+    p_width = max(p[0].shape[1] for p in parts)
+    r_width = max(p[2].shape[1] for p in parts)
+    prompt_ids = torch.cat([_pad_to(p[0], p_width, pad, left=True) for p in parts])
+    prompt_mask = torch.cat([_pad_to(p[1], p_width, 0, left=True) for p in parts])
+    response_ids = torch.cat([_pad_to(p[2], r_width, pad, left=False) for p in parts])
+    response_mask = torch.cat([_pad_to(p[3], r_width, 0, left=False) for p in parts])
+    logprobs = torch.cat([_pad_to(p[4], r_width, 0.0, left=False) for p in parts])
+    texts = [
+        tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip()
+        for ids, mask in zip(response_ids, response_mask, strict=True)
+    ]
+    return Generation(texts, prompt_ids, prompt_mask, response_ids, response_mask, logprobs)

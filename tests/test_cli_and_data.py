@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sparring.cli import app
+from sparring.data import read_prompts
+from sparring.display import visible
+from sparring.errors import SparringError
+
+runner = CliRunner()
+
+
+def test_generate_command_on_tiny(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("first\n\nsecond\n")
+    result = runner.invoke(
+        app, ["generate", "--model", "tiny", "--prompts", str(prompts), "--prompt", "third", "--max-new-tokens", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("> ") == 3 and "> first" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "./missing-model-dir", "--prompt", "x"], "does not exist"),
+        (["--model", "bundled:nope", "--prompt", "x"], "unknown bundled model"),
+        (["--model", "tiny", "--dtype", "fp16", "--device", "cpu", "--prompt", "x"], "fp16 is not supported"),
+        (["--model", "tiny"], "no prompts given"),
+        (["--model", "tiny", "--dtype", "fp8", "--prompt", "x"], "dtype"),
+    ],
+)
+def test_generate_bad_input_is_one_clear_message(args, message):
+    result = runner.invoke(app, ["generate", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_traceback():
+    result = runner.invoke(app, ["--debug", "generate", "--model", "bundled:nope", "--prompt", "x"])
+    assert result.exit_code == 2 and "Traceback" in result.output
+
+
+def test_read_prompts_formats(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"prompt": "p1"}\n\n{"prompt": "p2"}\n')
+    (tmp_path / "b.csv").write_text('Behavior,category\n"multi\nline",x\nsecond,y\n')
+    (tmp_path / "c.json").write_text(json.dumps([["from gpo"], {"instruction": "from dict"}, "plain"]))
+    (tmp_path / "d.txt").write_text("one\ntwo\n")
+    assert read_prompts(tmp_path / "a.jsonl") == ["p1", "p2"]
+    assert read_prompts(tmp_path / "b.csv") == ["multi\nline", "second"]
+    assert read_prompts(tmp_path / "c.json") == ["from gpo", "from dict", "plain"]
+    assert read_prompts(tmp_path / "d.txt") == ["one", "two"]
+
+
+def test_read_prompts_errors(tmp_path):
+    cases = {
+        "empty.txt": (b"\n  \n", "holds no prompts"),
+        "bad.jsonl": (b'{"prompt": "ok"}\n{oops\n', "bad.jsonl:2 is not valid JSON"),
+        "cols.csv": (b"a,b\n1,2\n", "none of the prompt columns"),
+        "latin.txt": ("caf\xe9".encode("latin-1"), "not valid UTF-8"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(SparringError, match=message):
+            read_prompts(tmp_path / name)
+    with pytest.raises(SparringError, match="does not exist"):
+        read_prompts(tmp_path / "absent.txt")
+    with pytest.raises(SparringError, match="no column 'q'"):
+        read_prompts(tmp_path / "cols.csv", column="q")
+
+
+def test_real_data_files_read(shared_data):
+    assert len(read_prompts(shared_data / "harmful_val.json")) == 39
+    assert len(read_prompts(shared_data / "advbench_behaviors.csv")) == 520
+    assert len(read_prompts(shared_data / "gpo_redteam_prompts_valid.json")) == 2000
+
+
+def test_visible_escapes_control_characters():
+    assert visible("a\x1b[31mred\x07") == "a\\x1b[31mred\\x07"
+    assert visible("line\nnext\ttab") == "line\nnext\ttab"
+    assert visible("x" * 10, limit=5) == "xxxx…"

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import torch
+
+from sparring.generation import SamplingConfig, generate
+from sparring.models import chat_prompt
+
+
+def prompts_for(tokenizer, texts):
+    return [chat_prompt(tokenizer, t) for t in texts]
+
+
+def test_same_seed_same_tokens(tiny):
+    prompts = prompts_for(tiny.tokenizer, ["hello there", "a much longer prompt about nothing"])
+    cfg = SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=0.9, repetition_penalty=1.1)
+    a = generate(tiny.model, tiny.tokenizer, prompts, cfg, seed=7)
+    b = generate(tiny.model, tiny.tokenizer, prompts, cfg, seed=7)
+    c = generate(tiny.model, tiny.tokenizer, prompts, cfg, seed=8)
+    assert torch.equal(a.response_ids, b.response_ids) and a.texts == b.texts
+    assert torch.equal(a.logprobs, b.logprobs)
+    assert not torch.equal(a.response_ids, c.response_ids)
+
+
+def test_left_padding_does_not_change_results(tiny):
+    """Greedy output for a prompt is the same alone and beside a longer prompt (left padding)."""
+    short, long = prompts_for(tiny.tokenizer, ["hi", "a considerably longer prompt than the other one"])
+    cfg = SamplingConfig(max_new_tokens=10, temperature=0)
+    alone = generate(tiny.model, tiny.tokenizer, [short], cfg)
+    batched = generate(tiny.model, tiny.tokenizer, [long, short], cfg)
+    assert batched.prompt_mask[1, 0] == 0  # the short prompt really is padded on the left
+    n = int(alone.response_mask[0].sum())
+    assert torch.equal(batched.response_ids[1, :n], alone.response_ids[0, :n])
+    assert torch.allclose(batched.logprobs[1, :n], alone.logprobs[0, :n], atol=1e-5)
+
+
+def test_greedy_matches_transformers_generate(tiny):
+    prompts = prompts_for(tiny.tokenizer, ["abc", "the quick brown fox"])
+    ours = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=8, temperature=0))
+    theirs = tiny.model.generate(
+        input_ids=ours.prompt_ids,
+        attention_mask=ours.prompt_mask,
+        max_new_tokens=8,
+        do_sample=False,
+        pad_token_id=tiny.tokenizer.pad_token_id,
+        eos_token_id=tiny.tokenizer.eos_token_id,
+    )
+    gen = theirs[:, ours.prompt_ids.shape[1] :]
+    for i in range(2):
+        n = int(ours.response_mask[i].sum())
+        assert torch.equal(gen[i, :n], ours.response_ids[i, :n])
+
+
+def test_logprobs_match_a_full_forward_pass(tiny):
+    prompts = prompts_for(tiny.tokenizer, ["one", "two three four"])
+    temperature = 0.7
+    g = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=9, temperature=temperature), seed=1)
+    ids = torch.cat([g.prompt_ids, g.response_ids], 1)
+    mask = torch.cat([g.prompt_mask, g.response_mask], 1)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = tiny.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    p = g.prompt_ids.shape[1]
+    logp = torch.log_softmax(logits[:, p - 1 : -1] / temperature, -1).gather(2, g.response_ids[..., None]).squeeze(2)
+    assert torch.allclose(logp * g.response_mask, g.logprobs, atol=1e-4)
+
+
+def test_stops_at_eos_per_sequence(tiny):
+    """Force EOS: after it the mask is 0 and the ids are padding."""
+    eos = tiny.tokenizer.eos_token_id
+    with torch.no_grad():
+        tiny.model.lm_head.weight.zero_()
+        tiny.model.lm_head.weight[eos] = 1.0  # bias the argmax towards EOS
+        tiny.model.lm_head.weight[eos] *= 100
+    g = generate(
+        tiny.model,
+        tiny.tokenizer,
+        prompts_for(tiny.tokenizer, ["x", "yy"]),
+        SamplingConfig(max_new_tokens=5, temperature=0),
+    )
+    assert g.response_ids.shape[1] == 1  # the batch stopped as soon as everyone ended
+    assert (g.response_ids[:, 0] == eos).all() and g.response_mask.sum() == 2
+    assert g.texts == ["", ""]
+
+
+def test_micro_batches_give_the_same_greedy_answers(tiny):
+    prompts = prompts_for(tiny.tokenizer, ["a", "bb bb", "ccc ccc ccc", "d"])
+    full = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=6, temperature=0))
+    split = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=6, temperature=0, batch_size=3))
+    assert full.texts == split.texts
+    assert full.response_ids.shape == split.response_ids.shape
+
+
+def test_real_model_answers_sensibly(smollm):
+    prompt = chat_prompt(smollm.tokenizer, "What is the capital of France?")
+    g = generate(smollm.model, smollm.tokenizer, [prompt], SamplingConfig(max_new_tokens=20, temperature=0))
+    assert "Paris" in g.texts[0]
