@@ -1,0 +1,361 @@
+"""A trainable player: policy (+ LoRA), value head, frozen reference, and its RL update.
+
+Read top to bottom: ``make_batch`` turns a generation and its scores into a ``RolloutBatch``
+(reference log-probs, values); ``update`` runs PPO or the critic-free estimator on it. With LoRA
+the reference policy is the same weights with the adapter switched off, so it costs no memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sparring import rl
+from sparring.generation import Generation
+
+
+class RLConfig(BaseModel):
+    """How a player learns. Defaults follow the paper's release where they transfer to small LoRA models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algo: Literal["ppo", "rloo", "grpo"] = Field("ppo", description="ppo (the paper's), rloo or grpo (critic-free).")
+    lr: float = Field(1e-4, gt=0, description="Policy learning rate (LoRA-sized; the release used 5e-7 for 7B full).")
+    value_lr: float = Field(3e-4, gt=0, description="Value-head learning rate (PPO).")
+    kl_coef: float = Field(0.01, ge=0, description="beta: KL penalty to the frozen reference.")
+    kl_mode: Literal["reward", "loss"] = Field("reward", description="KL as per-token reward (paper) or k3 loss term.")
+    kl_target: float | None = Field(None, gt=0, description="Adaptive KL controller target; None keeps beta fixed.")
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    clip: float = Field(0.2, gt=0, description="Ratio clip epsilon.")
+    value_clip: float = Field(0.2, gt=0)
+    value_coef: float = Field(1.0, ge=0)
+    whiten_advantages: bool = True
+    epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
+    minibatch_size: int = Field(16, ge=1, description="Sequences per optimiser step.")
+    micro_batch_size: int = Field(8, ge=1, description="Sequences per forward/backward (gradient accumulation).")
+    max_grad_norm: float = Field(1.0, gt=0)
+    warmup_steps: int = Field(0, ge=0, description="Optimiser steps of linear warm-up.")
+    schedule: Literal["constant", "inverse_sqrt"] = "constant"
+    weight_decay: float = Field(0.0, ge=0)
+    gradient_checkpointing: bool = False
+    autocast_bf16: bool = Field(False, description="bf16 autocast for forward passes where the device supports it.")
+
+
+@dataclass
+class RolloutBatch:
+    """Everything one update needs, produced once per step and never recomputed."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    scores: torch.Tensor  # (B,) scalar reward per sequence
+    values: torch.Tensor | None = None  # (B, T) PPO only
+    group_size: int = 1  # k samples per prompt, consecutive rows
+
+    def select(self, idx: torch.Tensor | slice) -> RolloutBatch:
+        parts = {f.name: getattr(self, f.name) for f in fields(self)}
+        return RolloutBatch(**{k: (v[idx] if isinstance(v, torch.Tensor) else v) for k, v in parts.items()})
+
+    def __len__(self) -> int:
+        return self.response_ids.shape[0]
+
+
+@dataclass
+class UpdateStats:
+    policy_loss: float = 0.0
+    value_loss: float = 0.0
+    clip_frac: float = 0.0
+    value_clip_frac: float = 0.0
+    approx_kl: float = 0.0
+    ref_kl: float = 0.0
+    entropy: float = 0.0
+    explained_variance: float = float("nan")
+    grad_norm: float = 0.0
+    kl_coef: float = 0.0
+    lr: float = 0.0
+    mean_score: float = 0.0
+    tokens_per_s: float = 0.0
+    skipped: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+
+class ValueHead(nn.Module):
+    """Scalar value per position from the policy's last hidden state."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1)
+
+
+def is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+class Player:
+    """One side of the game: a policy that can generate, score its own tokens and learn."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: RLConfig,
+        temperature: float = 1.0,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.device = next(model.parameters()).device
+        # Full fine-tuning needs a frozen copy; LoRA reuses the base weights with the adapter off.
+        self.reference = None if is_peft(model) else copy.deepcopy(model).eval().requires_grad_(False)
+        hidden = model.config.get_text_config().hidden_size
+        self.value_head = ValueHead(hidden).to(self.device) if config.algo == "ppo" else None
+        self.kl_controller = (
+            rl.AdaptiveKLController(config.kl_coef, config.kl_target) if config.kl_target is not None else None
+        )
+        self.kl_coef = config.kl_coef
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "enable_input_require_grads"):
+                model.enable_input_require_grads()
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
+        if self.value_head is not None:
+            groups.append({"params": list(self.value_head.parameters()), "lr": config.value_lr})
+        self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-6, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, rl.lr_lambda(config.schedule, config.warmup_steps)
+        )
+
+    # ---------------------------------------------------------------------------------- forward
+
+    def _autocast(self):
+        if self.config.autocast_bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def forward(
+        self, model: nn.Module, batch: RolloutBatch | Generation, with_values: bool = False, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Log-probs of the response tokens (at the sampling temperature), values and entropy."""
+        ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)
+        mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        n = batch.response_ids.shape[1]
+        with self._autocast():
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                output_hidden_states=with_values,
+                logits_to_keep=n + 1,
+                use_cache=False,
+            )
+        logits = out.logits[:, :-1].float() / self.temperature
+        logp_all = torch.log_softmax(logits, dim=-1)
+        logprobs = logp_all.gather(2, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+        values = None
+        if with_values:
+            assert self.value_head is not None
+            values = self.value_head(out.hidden_states[-1][:, -n - 1 : -1])
+        entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+        return logprobs, values, entropy
+
+    @contextlib.contextmanager
+    def reference_model(self):
+        """The frozen initial policy: the adapter disabled (LoRA) or the frozen copy."""
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.model.disable_adapter():
+                yield self.model
+
+    @torch.no_grad()
+    def make_batch(self, generation: Generation, scores: torch.Tensor, group_size: int = 1) -> RolloutBatch:
+        """Add reference log-probs (and values, for PPO) to a generation; one pass each, in micro-batches."""
+        self.model.eval()
+        step = self.config.micro_batch_size
+        refs, olds, values = [], [], []
+        for start in range(0, len(generation.texts), step):
+            part = _slice_generation(generation, slice(start, start + step))
+            with self.reference_model() as ref:
+                refs.append(self.forward(ref, part)[0])
+            if self.value_head is not None:
+                logprobs, v, _ = self.forward(self.model, part, with_values=True)
+                olds.append(logprobs)
+                values.append(v)
+        mask = generation.response_mask.float()
+        return RolloutBatch(
+            prompt_ids=generation.prompt_ids,
+            prompt_mask=generation.prompt_mask,
+            response_ids=generation.response_ids,
+            response_mask=generation.response_mask,
+            # PPO needs values from a pass anyway, so it takes old log-probs from the same pass;
+            # the critic-free path reuses the sampling log-probs and saves that pass.
+            old_logprobs=(torch.cat(olds) if olds else generation.logprobs) * mask,
+            ref_logprobs=torch.cat(refs) * mask,
+            scores=scores.to(self.device, torch.float32),
+            values=torch.cat(values) * mask if values else None,
+            group_size=group_size,
+        )
+
+    # ---------------------------------------------------------------------------------- update
+
+    def advantages(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Advantages (B, T), returns (PPO) and the per-token rewards actually used."""
+        cfg, mask = self.config, batch.response_mask.float()
+        kl_in_reward = self.kl_coef if cfg.kl_mode == "reward" else 0.0
+        if cfg.algo == "ppo":
+            rewards = rl.kl_penalised_rewards(batch.scores, batch.old_logprobs, batch.ref_logprobs, mask, kl_in_reward)
+            advantages, returns = rl.gae(rewards, batch.values, mask, cfg.gamma, cfg.lam)
+            if cfg.whiten_advantages:
+                advantages = rl.masked_whiten(advantages, mask)
+            return advantages, returns, rewards
+        # Critic-free: the sequence reward includes the summed KL penalty, then a group baseline.
+        kl = ((batch.old_logprobs - batch.ref_logprobs) * mask).sum(1)
+        sequence_rewards = batch.scores - kl_in_reward * kl
+        grouped = sequence_rewards.view(-1, batch.group_size)
+        estimator = rl.rloo_advantages if cfg.algo == "rloo" else rl.group_normalised_advantages
+        adv = estimator(grouped)
+        advantages = adv.reshape(-1, 1) * mask
+        if cfg.whiten_advantages and cfg.algo == "rloo":
+            advantages = rl.masked_whiten(advantages, mask, shift_mean=False)
+        return advantages, None, sequence_rewards
+
+    def update(self, batch: RolloutBatch, generator: torch.Generator | None = None) -> UpdateStats:
+        """Epochs over shuffled minibatches; micro-batches accumulate gradients per minibatch."""
+        cfg = self.config
+        start = time.perf_counter()
+        advantages, returns, _ = self.advantages(batch)
+        if not (torch.isfinite(advantages).all() and torch.isfinite(batch.old_logprobs).all()):
+            return UpdateStats(skipped=True, extra={"skip_reason": "non-finite rewards or log-probs"})
+        if cfg.algo != "ppo" and len(batch) % batch.group_size:
+            raise ValueError("critic-free batches must hold whole groups")
+        self.model.train()
+        if self.value_head is not None:
+            self.value_head.train()
+        totals: dict[str, float] = {}
+        n_steps = 0
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(batch), generator=generator)
+            for mb_start in range(0, len(batch), cfg.minibatch_size):
+                idx = order[mb_start : mb_start + cfg.minibatch_size]
+                stats = self._minibatch_step(batch, advantages, returns, idx)
+                if stats is None:
+                    return UpdateStats(skipped=True, extra={"skip_reason": "non-finite gradient"})
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                n_steps += 1
+        means = {k: v / max(n_steps, 1) for k, v in totals.items()}
+        mask = batch.response_mask.float()
+        ref_kl = float(rl.masked_mean(batch.old_logprobs - batch.ref_logprobs, mask) * mask.sum(1).mean())
+        if self.kl_controller is not None:
+            self.kl_coef = self.kl_controller.update(ref_kl, len(batch))
+        elapsed = time.perf_counter() - start
+        explained = (
+            rl.explained_variance(batch.values, returns, mask)
+            if returns is not None and batch.values is not None
+            else float("nan")
+        )
+        return UpdateStats(
+            policy_loss=means.get("policy_loss", 0.0),
+            value_loss=means.get("value_loss", 0.0),
+            clip_frac=means.get("clip_frac", 0.0),
+            value_clip_frac=means.get("value_clip_frac", 0.0),
+            approx_kl=means.get("approx_kl", 0.0),
+            ref_kl=ref_kl,
+            entropy=means.get("entropy", 0.0),
+            explained_variance=explained,
+            grad_norm=means.get("grad_norm", 0.0),
+            kl_coef=self.kl_coef,
+            lr=self.scheduler.get_last_lr()[0],
+            mean_score=float(batch.scores.mean()),
+            tokens_per_s=cfg.epochs * float(mask.sum()) / max(elapsed, 1e-9),
+        )
+
+    def _minibatch_step(
+        self, batch: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor | None, idx: torch.Tensor
+    ) -> dict[str, float] | None:
+        cfg = self.config
+        total_tokens = batch.response_mask[idx].sum().clamp(min=1).float()
+        sums = {
+            "policy_loss": 0.0,
+            "value_loss": 0.0,
+            "clip_frac": 0.0,
+            "value_clip_frac": 0.0,
+            "approx_kl": 0.0,
+            "entropy": 0.0,
+        }
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in idx.split(cfg.micro_batch_size):
+            part = batch.select(micro)
+            mask = part.response_mask.float()
+            logprobs, values, entropy = self.forward(
+                self.model, part, with_values=self.value_head is not None, with_entropy=True
+            )
+            pg, clipped, approx_kl = rl.policy_loss(logprobs, part.old_logprobs, advantages[micro], mask, cfg.clip)
+            loss = pg.sum()
+            if cfg.kl_mode == "loss" and self.kl_coef > 0:
+                loss = loss + self.kl_coef * (rl.k3_kl(logprobs, part.ref_logprobs) * mask).sum()
+            if values is not None and returns is not None:
+                vl, v_clipped = rl.value_loss(values, part.values, returns[micro], mask, cfg.value_clip)
+                loss = loss + cfg.value_coef * vl.sum()
+                sums["value_loss"] += float(vl.detach().sum() / total_tokens)
+                sums["value_clip_frac"] += float(v_clipped.sum() / total_tokens)
+            # Token-level mean over the whole minibatch, whatever the micro-batch split.
+            (loss / total_tokens).backward()
+            sums["policy_loss"] += float(pg.detach().sum() / total_tokens)
+            sums["clip_frac"] += float(clipped.sum() / total_tokens)
+            sums["approx_kl"] += float(approx_kl.sum() / total_tokens)
+            sums["entropy"] += float((entropy.detach() * mask).sum() / total_tokens)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if not math.isfinite(float(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        self.scheduler.step()
+        sums["grad_norm"] = float(grad_norm)
+        return sums
+
+    # ---------------------------------------------------------------------------------- state
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Weights that change during training (adapter or full model, plus value head)."""
+        state = {f"policy.{n}": p.detach() for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.value_head is not None:
+            state.update({f"value_head.{n}": p.detach() for n, p in self.value_head.named_parameters()})
+        return state
+
+
+def _slice_generation(g: Generation, idx: slice) -> Generation:
+    return Generation(
+        texts=g.texts[idx],
+        prompt_ids=g.prompt_ids[idx],
+        prompt_mask=g.prompt_mask[idx],
+        response_ids=g.response_ids[idx],
+        response_mask=g.response_mask[idx],
+        logprobs=g.logprobs[idx],
+    )

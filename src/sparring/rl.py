@@ -1,0 +1,168 @@
+"""RL estimators and losses as plain tensor functions, every equation visible.
+
+Shapes: B sequences, T response tokens. ``mask`` is 1 on real response tokens (padding may sit
+anywhere: rows have different lengths). Everything here is differentiable where it should be and
+free of model code, so it can be checked against hand-computed values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance of the masked entries (Bessel-corrected, as the usual whitening uses)."""
+    mean = masked_mean(x, mask)
+    n = mask.sum()
+    var = masked_mean((x - mean) ** 2, mask)
+    return var * n / (n - 1).clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """(x - mean) / std over masked entries; padding stays 0."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    whitened = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
+def kl_penalised_rewards(
+    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Per-token rewards: r_t = -beta (log pi - log pi_ref) on every token, + score on the last one."""
+    rewards = -beta * (logprobs - ref_logprobs) * mask
+    last = last_index(mask)
+    rewards[torch.arange(len(scores)), last] += scores
+    return rewards
+
+
+def last_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last real token (0 for an empty row)."""
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return (positions * mask.long()).max(dim=1).values
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over each row's real tokens.
+
+    delta_t = r_t + gamma V_{t+1} - V_t ; A_t = delta_t + gamma lam A_{t+1}, with V and A beyond a
+    row's last real token taken as 0. Returns (advantages, returns = A + V), 0 on padding.
+    """
+    mask = mask.to(values.dtype)
+    advantages = torch.zeros_like(values)
+    next_value = torch.zeros_like(values[:, 0])
+    next_advantage = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        m = mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantage = delta + gamma * lam * next_advantage
+        advantages[:, t] = advantage * m
+        # A padded position passes its successor's values through unchanged (padding in the middle).
+        next_value = torch.where(m.bool(), values[:, t], next_value)
+        next_advantage = torch.where(m.bool(), advantage, next_advantage)
+    returns = (advantages + values) * mask
+    return advantages, returns
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate: mean_t max(-A r_t, -A clip(r_t, 1-eps, 1+eps)), r_t = pi/pi_old.
+
+    Returns (per-token loss, clipped-indicator, per-token approx KL to the old policy) for the
+    caller to reduce over the batch. Approx KL is the k3 estimator (r - 1) - log r.
+    """
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    loss = torch.maximum(unclipped, clipped)
+    was_clipped = (clipped > unclipped).to(logprobs.dtype)
+    approx_kl = (ratio - 1.0) - log_ratio
+    return loss * mask, was_clipped * mask, approx_kl.detach() * mask
+
+
+def value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped value loss 0.5 max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2) per token."""
+    clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
+    unclipped = (values - returns) ** 2
+    clipped = (clipped_values - returns) ** 2
+    loss = 0.5 * torch.maximum(unclipped, clipped)
+    return loss * mask, (clipped > unclipped).to(values.dtype) * mask
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(pi || pi_ref) estimate, unbiased and >= 0: exp(ref - lp) - (ref - lp) - 1."""
+    delta = ref_logprobs - logprobs
+    return torch.exp(delta) - delta - 1.0
+
+
+def rloo_advantages(scores: torch.Tensor) -> torch.Tensor:
+    """Leave-one-out baseline for k samples per prompt, scores (N, k): A_i = s_i - mean_{j!=i} s_j."""
+    k = scores.shape[1]
+    if k < 2:
+        raise ValueError("RLOO needs at least 2 samples per prompt")
+    baseline = (scores.sum(dim=1, keepdim=True) - scores) / (k - 1)
+    return scores - baseline
+
+
+def group_normalised_advantages(scores: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's baseline: A_i = (s_i - mean(s)) / (std(s) + eps) within each prompt's group."""
+    mean = scores.mean(dim=1, keepdim=True)
+    std = scores.std(dim=1, keepdim=True) if scores.shape[1] > 1 else torch.zeros_like(mean)
+    return (scores - mean) / (std + eps)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(R - V) / Var(R): 1 is a perfect critic, 0 no better than a constant."""
+    var_returns = masked_var(returns, mask)
+    if float(var_returns) == 0.0:
+        return float("nan")
+    return float(1.0 - masked_var(returns - values, mask) / var_returns)
+
+
+@dataclass
+class AdaptiveKLController:
+    """Ziegler et al.'s controller: move beta so that the observed KL tracks a target."""
+
+    beta: float
+    target: float
+    horizon: int = 10_000
+
+    def update(self, observed_kl: float, n_steps: int) -> float:
+        error = max(min(observed_kl / self.target - 1.0, 0.2), -0.2)
+        self.beta *= 1.0 + error * n_steps / self.horizon
+        return self.beta
+
+
+def lr_lambda(schedule: str, warmup: int):
+    """Learning-rate multiplier: linear warm-up, then constant or inverse square root (the release's)."""
+
+    def factor(step: int) -> float:
+        step += 1
+        if warmup and step < warmup:
+            return step / warmup
+        if schedule == "inverse_sqrt":
+            return math.sqrt(max(warmup, 1) / step)
+        return 1.0
+
+    return factor

@@ -1,0 +1,216 @@
+"""RL maths against values worked out by hand, and learning on a tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sparring import rl
+from sparring.generation import SamplingConfig, generate
+from sparring.models import LoraSettings, ModelConfig, chat_prompt, load_model
+from sparring.player import Player, RLConfig
+
+
+def t(x):
+    return torch.tensor(x, dtype=torch.float32)
+
+
+def test_masked_whiten_by_hand():
+    x, mask = t([[1, 2, 0], [3, 0, 0]]), t([[1, 1, 0], [1, 0, 0]])
+    assert torch.allclose(rl.masked_whiten(x, mask), t([[-1, 0, 0], [1, 0, 0]]), atol=1e-6)
+
+
+def test_kl_penalised_rewards_by_hand():
+    rewards = rl.kl_penalised_rewards(
+        scores=t([1.0, -2.0]),
+        logprobs=t([[-1, -2, 0], [-0.5, 0, 0]]),
+        ref_logprobs=t([[-1.5, -1, 0], [-0.5, 0, 0]]),
+        mask=t([[1, 1, 0], [1, 0, 0]]),
+        beta=0.1,
+    )
+    assert torch.allclose(rewards, t([[-0.05, 1.1, 0], [-2.0, 0, 0]]))
+
+
+def test_gae_by_hand_with_padding_in_the_middle():
+    adv, ret = rl.gae(t([[0, 1]]), t([[0.5, 0.2]]), t([[1, 1]]), gamma=1.0, lam=0.5)
+    # t=1: delta = 1 - 0.2 = 0.8 ; t=0: delta = 0 + 0.2 - 0.5 = -0.3, A = -0.3 + 0.5 * 0.8 = 0.1
+    assert torch.allclose(adv, t([[0.1, 0.8]])) and torch.allclose(ret, t([[0.6, 1.0]]))
+    # A padded slot in the middle is skipped: same numbers, zeros in the hole.
+    adv2, ret2 = rl.gae(
+        t([[0, 9, 1], [0, 1, 0]]), t([[0.5, 7, 0.2], [0.5, 0.2, 3]]), t([[1, 0, 1], [1, 1, 0]]), 1.0, 0.5
+    )
+    assert torch.allclose(adv2, t([[0.1, 0, 0.8], [0.1, 0.8, 0]]))
+    assert torch.allclose(ret2, t([[0.6, 0, 1.0], [0.6, 1.0, 0]]))
+    # gamma discounts the bootstrap: gamma=0.5, lam=1 -> A1 = 0.8, A0 = 0 + 0.5*0.2 - 0.5 + 0.5*0.8 = 0
+    adv3, _ = rl.gae(t([[0, 1]]), t([[0.5, 0.2]]), t([[1, 1]]), gamma=0.5, lam=1.0)
+    assert torch.allclose(adv3, t([[0.0, 0.8]]), atol=1e-6)
+
+
+def test_policy_loss_by_hand():
+    old = t([[0.0, 0.0, 0.0, 0.0]])
+    new = torch.log(t([[1.5, 1.5, 0.5, 1.0]]))
+    adv = t([[1.0, -1.0, 1.0, 5.0]])
+    mask = t([[1, 1, 1, 0]])
+    loss, clipped, approx_kl = rl.policy_loss(new, old, adv, mask, clip=0.2)
+    assert torch.allclose(loss, t([[-1.2, 1.5, -0.5, 0.0]]))
+    assert torch.equal(clipped, t([[1, 0, 0, 0]]))
+    assert math.isclose(float(approx_kl[0, 0]), 0.5 - math.log(1.5), rel_tol=1e-5)
+    assert float(approx_kl[0, 3]) == 0.0
+
+
+def test_value_loss_by_hand():
+    loss, clipped = rl.value_loss(t([[1.0, 0.1]]), t([[0.0, 0.0]]), t([[0.5, 0.5]]), t([[1, 1]]), clip=0.2)
+    # slot 0: max((1-0.5)^2, (0.2-0.5)^2) = 0.25 -> 0.125 ; slot 1: inside the clip, (0.1-0.5)^2/2 = 0.08
+    assert torch.allclose(loss, t([[0.125, 0.08]])) and torch.equal(clipped, t([[0, 0]]))
+    loss, clipped = rl.value_loss(t([[1.0]]), t([[0.0]]), t([[2.0]]), t([[1]]), clip=0.2)
+    assert torch.allclose(loss, t([[0.5 * 1.8**2]])) and torch.equal(clipped, t([[1]]))
+
+
+def test_k3_kl_by_hand():
+    value = rl.k3_kl(torch.log(t([0.5])), torch.log(t([0.25])))
+    assert math.isclose(float(value), 0.5 - math.log(0.5) - 1, rel_tol=1e-5)
+    assert float(rl.k3_kl(t([-1.0]), t([-1.0]))) == 0.0
+
+
+def test_rloo_and_group_normalised_by_hand():
+    scores = t([[1, 0, 0, 1], [3, 3, 3, 3]])
+    assert torch.allclose(rl.rloo_advantages(scores), t([[2 / 3, -2 / 3, -2 / 3, 2 / 3], [0, 0, 0, 0]]))
+    std = math.sqrt(1 / 3)
+    g = rl.group_normalised_advantages(scores)
+    assert torch.allclose(g[0], t([0.5, -0.5, -0.5, 0.5]) / (std + 1e-4)) and torch.allclose(g[1], t([0, 0, 0, 0]))
+    with pytest.raises(ValueError):
+        rl.rloo_advantages(t([[1.0]]))
+
+
+def test_explained_variance_and_kl_controller_and_schedule():
+    mask = t([[1, 1, 1]])
+    assert math.isclose(rl.explained_variance(t([[1, 2, 3]]), t([[1, 2, 3]]), mask), 1.0)
+    assert math.isclose(rl.explained_variance(t([[0, 0, 0]]), t([[1, 2, 3]]), mask), 0.0, abs_tol=1e-6)
+    ctl = rl.AdaptiveKLController(beta=0.1, target=1.0, horizon=100)
+    assert math.isclose(ctl.update(observed_kl=3.0, n_steps=10), 0.1 * (1 + 0.2 * 0.1))
+    assert math.isclose(ctl.update(observed_kl=0.5, n_steps=10), 0.1 * 1.02 * (1 - 0.2 * 0.1))
+    f = rl.lr_lambda("inverse_sqrt", warmup=4)
+    assert [round(f(s), 4) for s in range(6)] == [
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+        round(math.sqrt(4 / 5), 4),
+        round(math.sqrt(4 / 6), 4),
+    ]
+    assert rl.lr_lambda("constant", 0)(100) == 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# The player on a tiny model
+
+
+def rollout(player, prompts, k, max_new_tokens, seed, target):
+    many = [p for p in prompts for _ in range(k)]
+    gen = generate(player.model, player.tokenizer, many, SamplingConfig(max_new_tokens=max_new_tokens), seed=seed)
+    hit = ((gen.response_ids == target) & gen.response_mask.bool()).float()
+    scores = hit.sum(1) / gen.response_mask.sum(1).clamp(min=1)
+    return player.make_batch(gen, scores, group_size=k), float(scores.mean())
+
+
+def train_to_emit(algo: str, steps: int, seed: int = 0, micro: int = 32, **overrides):
+    loaded = load_model("tiny")
+    tok = loaded.tokenizer
+    target = tok("A", add_special_tokens=False)["input_ids"][0]
+    cfg = RLConfig(
+        algo=algo,
+        lr=3e-3,
+        value_lr=1e-2,
+        minibatch_size=32,
+        micro_batch_size=micro,
+        epochs=2 if algo == "ppo" else 1,
+        kl_coef=0.0,
+        **overrides,
+    )
+    torch.manual_seed(seed)
+    player = Player(loaded.model, tok, cfg)
+    prompts = [chat_prompt(tok, f"prompt {i}") for i in range(8)]
+    shuffle = torch.Generator().manual_seed(seed)
+    curve = []
+    for step in range(steps):
+        batch, mean = rollout(player, prompts, 4, 4, seed * 1000 + step, target)
+        curve.append(mean)
+        if mean > 0.9:
+            break
+        stats = player.update(batch, shuffle)
+        assert not stats.skipped
+    return player, curve
+
+
+@pytest.mark.parametrize("algo", ["ppo", "rloo", "grpo"])
+def test_learns_to_emit_a_chosen_token(algo):
+    _, curve = train_to_emit(algo, steps=80)
+    assert curve[0] < 0.05, "should start at chance (~1/259)"
+    assert curve[-1] > 0.9, f"{algo} did not learn: {curve}"
+
+
+def test_same_seed_same_weights():
+    a, _ = train_to_emit("ppo", steps=4, seed=3)
+    b, _ = train_to_emit("ppo", steps=4, seed=3)
+    for (name, x), (_, y) in zip(a.trainable_state().items(), b.trainable_state().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_micro_batching_is_gradient_accumulation():
+    a, _ = train_to_emit("rloo", steps=2, micro=32)
+    b, _ = train_to_emit("rloo", steps=2, micro=4)
+    for (name, x), (_, y) in zip(a.trainable_state().items(), b.trainable_state().items(), strict=True):
+        assert torch.allclose(x, y, atol=1e-5), name
+
+
+def test_lora_player_reference_is_the_base_model():
+    loaded = load_model(ModelConfig(spec="tiny", lora=LoraSettings(rank=4)))
+    player = Player(loaded.model, loaded.tokenizer, RLConfig(algo="ppo", lr=1e-2, kl_coef=0.1))
+    assert player.reference is None  # no second copy of the weights
+    prompts = [chat_prompt(loaded.tokenizer, "hello")] * 4
+    gen = generate(loaded.model, loaded.tokenizer, prompts, SamplingConfig(max_new_tokens=5), seed=0)
+    batch = player.make_batch(gen, torch.ones(4))
+    # A fresh adapter is the identity: reference, old and sampling log-probs all agree.
+    assert torch.allclose(batch.ref_logprobs, batch.old_logprobs, atol=1e-5)
+    assert torch.allclose(batch.old_logprobs, gen.logprobs, atol=1e-4)
+    stats = player.update(batch)
+    after = player.make_batch(gen, torch.ones(4))
+    assert not torch.allclose(after.old_logprobs, batch.old_logprobs)  # the adapter moved
+    assert torch.equal(after.ref_logprobs, batch.ref_logprobs)  # the reference did not
+    assert math.isfinite(stats.grad_norm) and stats.tokens_per_s > 0
+
+
+def test_non_finite_rewards_skip_the_update():
+    loaded = load_model("tiny")
+    player = Player(loaded.model, loaded.tokenizer, RLConfig(algo="rloo"))
+    prompts = [chat_prompt(loaded.tokenizer, "x")] * 4
+    gen = generate(loaded.model, loaded.tokenizer, prompts, SamplingConfig(max_new_tokens=3), seed=0)
+    before = {k: v.clone() for k, v in player.trainable_state().items()}
+    stats = player.update(player.make_batch(gen, t([1.0, float("nan"), 0.0, 1.0]), group_size=4))
+    assert stats.skipped and "non-finite" in stats.extra["skip_reason"]
+    assert all(torch.equal(before[k], v) for k, v in player.trainable_state().items())
+
+
+def test_kl_as_loss_term_pulls_towards_reference():
+    """kl_mode='loss' with no reward signal: updates on a batch shrink that batch's KL to the reference."""
+    loaded = load_model(ModelConfig(spec="tiny", lora=LoraSettings(rank=4)))
+    with torch.no_grad():
+        for name, p in loaded.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    player = Player(loaded.model, loaded.tokenizer, RLConfig(algo="rloo", lr=3e-3, kl_coef=1.0, kl_mode="loss"))
+    prompts = [chat_prompt(loaded.tokenizer, f"x{i}") for i in range(16)]
+    gen = generate(loaded.model, loaded.tokenizer, prompts, SamplingConfig(max_new_tokens=6), seed=0)
+    batch = player.make_batch(gen, torch.zeros(16), group_size=4)
+    mask = gen.response_mask.float()
+
+    def kl_to_reference() -> float:
+        with torch.no_grad():
+            return float(rl.masked_mean(rl.k3_kl(player.forward(player.model, gen)[0], batch.ref_logprobs), mask))
+
+    start = kl_to_reference()
+    for _ in range(5):
+        player.update(batch)
+    assert kl_to_reference() < 0.5 * start
