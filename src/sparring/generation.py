@@ -57,7 +57,8 @@ class Generation:
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
     """transformers renamed ``past_key_values`` to ``cache``; accept both versions."""
-    params = inspect.signature(model.forward).parameters
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps the model
+    params = inspect.signature(base.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
