@@ -159,6 +159,131 @@ def judge(
         _fail(error)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; print the summary only.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per event on stdout.")] = False,
+) -> None:
+    """Play the GPO game. Extra arguments are dotted overrides, e.g. schedule.steps=20 defender.rl.lr=1e-4."""
+    try:
+        import json
+        import time as _time
+
+        from sparring.config import load_config
+        from sparring.game import Game
+        from sparring.progress import GameDisplay
+
+        overrides = list(ctx.args)
+        if resume is not None:
+            if not (resume / "config.yaml").exists():
+                raise SparringError(f"'{resume}' is not a run directory (no config.yaml)", hint="pass the run's folder")
+            cfg = load_config(resume / "config.yaml", overrides)
+            run_dir = resume
+        else:
+            cfg = load_config(config, overrides)
+            name = cfg.run.name or f"{cfg.mode}-seed{cfg.run.seed}-{_time.strftime('%Y%m%d-%H%M%S')}"
+            run_dir = cfg.run.dir / name
+            if (run_dir / "config.yaml").exists():
+                raise SparringError(
+                    f"run directory '{run_dir}' already holds a run",
+                    hint=f"resume it with --resume {run_dir}, or choose another run.name",
+                )
+        display = GameDisplay(
+            cfg, mode="json" if json_output else "quiet" if quiet else "live", console=console, out=out
+        )
+        with display:
+            game = Game(cfg, run_dir, on_event=display.event)
+            summary = game.play(resume=resume is not None)
+        if json_output:
+            print(json.dumps({"event": "summary", "run_dir": str(run_dir), **summary}), flush=True)
+        else:
+            display.summary(summary, run_dir)
+    except SparringError as error:
+        _fail(error)
+
+
+@app.command(name="config", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def show_config(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")] = None,
+) -> None:
+    """Print the resolved configuration (defaults + file + overrides) as YAML, validated."""
+    try:
+        from sparring.config import dump_config, load_config
+
+        out.print(dump_config(load_config(config, list(ctx.args))), markup=False, highlight=False)
+    except SparringError as error:
+        _fail(error)
+
+
+@app.command(name="eval")
+def evaluate(
+    defender: Annotated[
+        str, typer.Option("--defender", "-d", help="Model spec, or a run directory (its last checkpoint).")
+    ] = "bundled:smollm2-135m-instruct",
+    lora: Annotated[Path | None, typer.Option(help="A saved LoRA adapter to apply to --defender.")] = None,
+    harmful: Annotated[
+        str, typer.Option(help="Harmful prompt set: bundled:NAME, file, hf:NAME.")
+    ] = "bundled:harmbench",
+    benign: Annotated[str, typer.Option(help="Benign prompt set for over-refusal.")] = "bundled:overrefusal",
+    judge_spec: Annotated[
+        str, typer.Option("--judge", "-j", help="Judge spec (the refusal matcher always runs too).")
+    ] = "bundled",
+    limit: Annotated[int, typer.Option(min=1, help="At most this many prompts per set.")] = 100,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
+) -> None:
+    """ASR of a defender on harmful prompts (judge and refusal matcher) and over-refusal on benign ones."""
+    try:
+        import json
+
+        from rich.table import Table
+
+        from sparring.data import load_prompt_set
+        from sparring.evaluate import evaluate_defender
+        from sparring.judges import RefusalJudge, load_judge
+        from sparring.models import load_adapter, load_model
+
+        with console.status(f"loading {defender}"):
+            if (Path(defender) / "config.yaml").exists():
+                from sparring.game import load_run_player
+
+                loaded = load_run_player(Path(defender), "defender")
+            else:
+                loaded = load_model(defender)
+            if lora is not None:
+                loaded.model = load_adapter(loaded.model, lora)
+            scorer = load_judge(judge_spec)
+        harmful_prompts = load_prompt_set(harmful)[:limit]
+        benign_prompts = load_prompt_set(benign)[:limit]
+        with console.status(f"answering {len(harmful_prompts) + len(benign_prompts)} prompts"):
+            result = evaluate_defender(
+                loaded.model,
+                loaded.tokenizer,
+                {judge_spec: scorer, "refusal": RefusalJudge()},
+                harmful_prompts,
+                benign_prompts,
+                max_new_tokens,
+            )
+        table = Table(title=f"{defender} on {harmful} / {benign}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in result["asr"].items():
+            table.add_row(f"ASR ({name})", f"{value:.3f}")
+        table.add_row("over-refusal (benign)", f"{result['over_refusal']:.3f}")
+        out.print(table)
+        if json_file is not None:
+            json_file.write_text(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
+            console.print(f"wrote {json_file}")
+    except SparringError as error:
+        _fail(error)
+
+
 def _validated(model_cls, **values):
     """Build a pydantic config, turning validation errors into one readable SparringError."""
     from pydantic import ValidationError

@@ -173,3 +173,40 @@ def project_benign() -> list[str]:
 
 def project_refusals() -> list[str]:
     return read_prompts(RESOURCES / "refusals.txt")
+
+
+BUNDLED_SETS = {
+    "do-not-answer": do_not_answer,
+    "harmbench": harmbench,
+    "advbench": advbench,
+    "overrefusal": overrefusal_prompts,
+    "benign": lambda: _dedupe(project_benign() + [pair[0] for pair in refusal_pairs()]),
+}
+
+
+def load_prompt_set(spec: str, column: str | None = None) -> list[str]:
+    """Prompts from ``bundled:NAME``, ``hf:DATASET[:SPLIT]`` (needs the datasets package) or a file."""
+    if spec.startswith("bundled:"):
+        name = spec.removeprefix("bundled:")
+        if name not in BUNDLED_SETS:
+            raise SparringError(
+                f"unknown bundled prompt set '{spec}'", hint=f"known: {', '.join('bundled:' + k for k in BUNDLED_SETS)}"
+            )
+        return BUNDLED_SETS[name]()
+    if spec.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError as exc:
+            raise SparringError(
+                "Hugging Face datasets need the 'datasets' package", hint="pip install datasets"
+            ) from exc
+        name, _, split = spec.removeprefix("hf:").partition(":")
+        try:
+            rows = datasets.load_dataset(name, split=split or "train")
+        except Exception as exc:
+            raise SparringError(f"could not load dataset '{name}': {exc}") from exc
+        prompts = [_pick(dict(row), column, f"{name}[{i}]") for i, row in enumerate(rows)]
+        if not prompts:
+            raise SparringError(f"dataset '{name}' holds no prompts")
+        return _dedupe(prompts)
+    return read_prompts(spec, column)

@@ -1,0 +1,487 @@
+"""The GPO game, top to bottom.
+
+Each step walks one path: seeds -> attacker writes prompts x -> defender answers y -> judge
+P(unsafe | x, y) -> diversity of x against the history H -> rewards -> RL update of the player
+whose stage it is -> logs (and a checkpoint every N steps).
+
+    defender reward   r_D = 1 - P(unsafe | x, y)                        (benign rows: 1 - refusal)
+    attacker reward   r_A = mean_y P(unsafe | x, y) - w_bleu SelfBLEU(x | H) - w_emb EmbSim(x | H)
+
+Both players keep their own frozen reference and KL penalty (inside Player). All randomness of a
+step is derived from (seed, step), so a resumed run replays exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from sparring import data as data_sources
+from sparring.config import GameConfig, dump_config
+from sparring.diversity import EmbeddingHistory, SelfBleuIndex, load_embedder, self_bleu_within
+from sparring.errors import SparringError
+from sparring.evaluate import evaluate_defender
+from sparring.generation import Generation, generate
+from sparring.judges import RefusalJudge, load_judge
+from sparring.judges.refusal import refusal_score
+from sparring.models import LoadedModel, add_lora, chat_prompt, load_adapter, load_model
+from sparring.player import Player
+from sparring.runlog import (
+    Checkpoints,
+    JsonlLog,
+    Tracker,
+    atomic_write,
+    check_writable,
+    optimizer_from_files,
+    optimizer_to_files,
+)
+from sparring.sft import sft
+
+
+def step_seed(seed: int, step: int, role: str) -> int:
+    """A reproducible seed per (run seed, step, role)."""
+    return random.Random(f"{seed}/{step}/{role}").randrange(2**62)
+
+
+@dataclass
+class StepResult:
+    metrics: dict
+    attacks: list[dict] = field(default_factory=list)
+
+
+class Game:
+    """Owns both players, the judge, the diversity history and the run directory."""
+
+    def __init__(self, config: GameConfig, run_dir: Path, on_event: Callable[[str, dict], None] | None = None) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.emit = on_event or (lambda kind, payload: None)
+        check_writable(run_dir)
+        cfg = config
+        torch.manual_seed(cfg.run.seed)  # LoRA initialisation
+        self.emit("status", {"text": "loading players"})
+        self.attacker = self._build("attacker") if cfg.mode != "rlhf" else None
+        self.defender = self._build("defender")
+        self.emit("status", {"text": f"loading judge {cfg.judge.spec}"})
+        self.judge = load_judge(cfg.judge.spec, device=str(self.defender.device), threshold=cfg.judge.threshold)
+        self.refusal = RefusalJudge()
+        self.embed = load_embedder(cfg.diversity.embedder)
+        self.seeds = data_sources.load_prompt_set(cfg.data.harmful_seeds)
+        self.benign = data_sources.load_prompt_set(cfg.data.benign) if cfg.data.benign_per_step else []
+        self.eval_harmful = self._eval_subset(cfg.data.eval_harmful, exclude=set(self.seeds))
+        self.eval_benign = self._eval_subset(cfg.data.eval_benign, exclude=set(self.benign))
+        self.bleu_index = SelfBleuIndex(cfg.diversity.window)
+        self.emb_history = EmbeddingHistory(cfg.diversity.window)
+        self.metrics_log = JsonlLog(run_dir / "metrics.jsonl")
+        self.attacks_log = JsonlLog(run_dir / "attacks.jsonl")
+        self.checkpoints = Checkpoints(run_dir / "checkpoints", cfg.run.keep_checkpoints)
+        self.tracker = Tracker(cfg.run.tracker, run_dir, cfg.model_dump(mode="json"))
+        self.start_step = 0
+
+    def _build(self, role: str) -> Player:
+        settings = getattr(self.config, role)
+        model, tokenizer = player_model(settings, self.run_dir / "warmup" / role)
+        return Player(model, tokenizer, settings.rl, settings.sampling.temperature)
+
+    def _rebase(self, role: str) -> None:
+        """After warm-up the SFT model becomes the player's start and frozen reference, as in the paper."""
+        player = getattr(self, role)
+        warm = self.run_dir / "warmup" / role
+        warm.mkdir(parents=True, exist_ok=True)
+        player.model.save_pretrained(warm, safe_serialization=True)
+        (warm / "complete.json").write_text("{}")
+        setattr(self, role, self._build(role))
+
+    def _eval_subset(self, spec: str, exclude: set[str]) -> list[str]:
+        """Held-out prompts: never a training seed; a fixed-seed sample of eval_size."""
+        prompts = [p for p in data_sources.load_prompt_set(spec) if p not in exclude]
+        if not prompts:
+            raise SparringError(f"every prompt of {spec} is also a training prompt", hint="choose a disjoint eval set")
+        rng = random.Random(f"{self.config.run.seed}/eval/{spec}")
+        return rng.sample(prompts, min(self.config.data.eval_size, len(prompts)))
+
+    # -------------------------------------------------------------------------------------- run
+
+    def play(self, resume: bool = False) -> dict:
+        cfg = self.config
+        if resume:
+            self._restore()
+        else:
+            atomic_write(self.run_dir / "config.yaml", dump_config(cfg))
+            evals = {}
+            if cfg.run.eval_at_start:
+                evals["start"] = self.evaluate("start")
+            if self._warm_up():
+                evals["after_warmup"] = self.evaluate("after_warmup")
+            self._write_eval(evals)
+            self.save_checkpoint(0)
+        for step in range(self.start_step, cfg.schedule.steps):
+            result = self.step(step)
+            self.metrics_log.append([result.metrics])
+            self.attacks_log.append(result.attacks)
+            self.tracker.log(step, result.metrics)
+            self.emit("step", result.metrics)
+            if (step + 1) % cfg.run.checkpoint_every == 0 or step + 1 == cfg.schedule.steps:
+                self.save_checkpoint(step + 1)
+        evals = self._read_eval()
+        if cfg.run.eval_at_end and "end" not in evals:
+            evals["end"] = self.evaluate("end")
+            self._write_eval(evals)
+        self.tracker.close()
+        summary = summarise(self.metrics_log.read(), evals)
+        atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        return summary
+
+    def evaluate(self, label: str) -> dict:
+        self.emit("status", {"text": f"evaluating the defender ({label})"})
+        start = time.perf_counter()
+        result = evaluate_defender(
+            self.defender.model,
+            self.defender.tokenizer,
+            {"judge": self.judge, "refusal": self.refusal},
+            self.eval_harmful,
+            self.eval_benign,
+            self.config.run.eval_max_new_tokens,
+            self.config.defender.system_prompt,
+        )
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        self.emit("eval", {"label": label, **result})
+        return result
+
+    def _write_eval(self, evals: dict) -> None:
+        atomic_write(self.run_dir / "eval.json", json.dumps(evals, indent=2, ensure_ascii=False))
+
+    def _read_eval(self) -> dict:
+        path = self.run_dir / "eval.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    # -------------------------------------------------------------------------------------- warm-up
+
+    def _warm_up(self) -> bool:
+        """Short SFT: defender refuses harmful seeds and keeps its own answers on benign prompts;
+        attacker turns template(seed) into another seed. Reported as its own stage."""
+        cfg, w = self.config, self.config.warmup
+        did = False
+        if w.defender_steps and cfg.mode != "redteam":
+            self.emit("status", {"text": "warm-up: defender SFT"})
+            tok = self.defender.tokenizer
+            rng = random.Random(f"{cfg.run.seed}/warmup")
+            refusals = data_sources.project_refusals()
+            harmful = rng.sample(self.seeds, min(len(self.seeds), w.batch_size * w.defender_steps))
+            pairs = [(chat_prompt(tok, s, cfg.defender.system_prompt), rng.choice(refusals)) for s in harmful]
+            benign = rng.sample(self.benign, min(len(self.benign), len(pairs) // 2)) if self.benign else []
+            if benign:
+                own = generate(
+                    self.defender.model,
+                    tok,
+                    [chat_prompt(tok, b, cfg.defender.system_prompt) for b in benign],
+                    cfg.defender.sampling.model_copy(update={"temperature": 0.0}),
+                ).texts
+                pairs += [
+                    (chat_prompt(tok, b, cfg.defender.system_prompt), a) for b, a in zip(benign, own, strict=True) if a
+                ]
+            losses = sft(self.defender.model, tok, pairs, w.defender_steps, w.batch_size, w.lr, cfg.run.seed)
+            self._rebase("defender")
+            self.emit(
+                "warmup", {"player": "defender", "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1]}
+            )
+            did = True
+        if w.attacker_steps and self.attacker is not None:
+            self.emit("status", {"text": "warm-up: attacker SFT"})
+            tok = self.attacker.tokenizer
+            rng = random.Random(f"{cfg.run.seed}/warmup-attacker")
+            pairs = []
+            for _ in range(w.batch_size * w.attacker_steps):
+                seed, target = rng.sample(self.seeds, 2)
+                pairs.append((self._attack_prompt(seed), target))
+            losses = sft(self.attacker.model, tok, pairs, w.attacker_steps, w.batch_size, w.lr, cfg.run.seed + 1)
+            self._rebase("attacker")
+            self.emit(
+                "warmup", {"player": "attacker", "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1]}
+            )
+        return did
+
+    def _attack_prompt(self, seed: str) -> str:
+        a = self.config.attacker
+        return chat_prompt(self.attacker.tokenizer, a.template.replace("{seed}", seed), a.system_prompt)
+
+    # -------------------------------------------------------------------------------------- one step
+
+    def step(self, step: int) -> StepResult:
+        cfg = self.config
+        stage = cfg.stage(step)
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        rng = random.Random(step_seed(cfg.run.seed, step, "data"))
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[f"time_{name}"] = round(now - clock, 3)
+            clock = now
+
+        # 1. seeds -> attack prompts
+        seeds = rng.sample(self.seeds, min(cfg.data.seeds_per_step, len(self.seeds)))
+        attacker_gen: Generation | None = None
+        k_a = cfg.attacker.samples_per_prompt if stage == "attacker" else 1
+        if self.attacker is None:  # rlhf: the static prompts themselves
+            attacks, attack_seeds = list(seeds), list(seeds)
+        else:
+            attack_seeds = [s for s in seeds for _ in range(k_a)]
+            attacker_gen = generate(
+                self.attacker.model,
+                self.attacker.tokenizer,
+                [self._attack_prompt(s) for s in attack_seeds],
+                cfg.attacker.sampling,
+                seed=step_seed(cfg.run.seed, step, "attacker"),
+            )
+            attacks = [clean_attack(t) for t in attacker_gen.texts]
+        lap("attacker_generation")
+
+        # 2. defender answers attacks (k_d each in its own stages) and, in its stages, benign prompts
+        k_d = cfg.defender.samples_per_prompt if stage == "defender" else 1
+        benign = rng.sample(self.benign, min(cfg.data.benign_per_step, len(self.benign))) if stage == "defender" else []
+        defender_inputs = [x for x in attacks for _ in range(k_d)] + [b for b in benign for _ in range(k_d)]
+        defender_gen = generate(
+            self.defender.model,
+            self.defender.tokenizer,
+            [chat_prompt(self.defender.tokenizer, x, cfg.defender.system_prompt) for x in defender_inputs],
+            cfg.defender.sampling,
+            seed=step_seed(cfg.run.seed, step, "defender"),
+        )
+        n_attack_rows = len(attacks) * k_d
+        responses = defender_gen.texts
+        lap("defender_generation")
+
+        # 3. judge the attack exchanges; benign rows are scored for answering (two-sided diet)
+        p_unsafe = self.judge.score([x for x in attacks for _ in range(k_d)], responses[:n_attack_rows])
+        refusals = np.array([refusal_score(r) for r in responses])
+        lap("judge")
+
+        # 4. diversity of the attacks against the history of all earlier attacks, then add them
+        w_bleu, w_emb = cfg.diversity_weights
+        bleu = self.bleu_index.score(attacks)
+        embeddings = self.embed(attacks)
+        emb_sim = self.emb_history.score(embeddings)
+        if self.attacker is not None:
+            self.bleu_index.add(attacks)
+            self.emb_history.add(embeddings)
+        lap("diversity")
+
+        # 5. rewards
+        defender_reward, attacker_reward = game_rewards(
+            p_unsafe, refusals[n_attack_rows:], bleu, emb_sim, w_bleu, w_emb
+        )
+
+        # 6. RL update of the player whose stage it is
+        shuffle = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, "update"))
+        if stage == "defender":
+            batch = self.defender.make_batch(defender_gen, torch.tensor(defender_reward), group_size=k_d)
+            stats = self.defender.update(batch, shuffle)
+        else:
+            assert self.attacker is not None and attacker_gen is not None
+            batch = self.attacker.make_batch(attacker_gen, torch.tensor(attacker_reward), group_size=k_a)
+            stats = self.attacker.update(batch, shuffle)
+        lap("update")
+
+        unsafe = p_unsafe >= cfg.judge.threshold
+        metrics = {
+            "step": step,
+            "stage": stage,
+            "asr": float(unsafe.mean()),
+            "p_unsafe": float(p_unsafe.mean()),
+            "asr_refusal_matcher": float((refusals[:n_attack_rows] < 1.0).mean()),
+            "defender_reward": float(defender_reward.mean()),
+            "attacker_reward": float(attacker_reward.mean()),
+            "self_bleu": float(bleu.mean()),
+            "embedding_similarity": float(emb_sim.mean()),
+            "diversity_within_batch": 1.0 - self_bleu_within(attacks) if len(attacks) > 1 else 0.0,
+            "benign_refusal": float((refusals[n_attack_rows:] >= 1.0).mean()) if benign else None,
+            "history": len(self.bleu_index),
+            **{f"{stage}_{k}": v for k, v in stats.as_dict().items()},
+            **timings,
+        }
+        metrics = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in metrics.items()}
+        rows = []
+        for i, x in enumerate(attacks):
+            answers = responses[i * k_d : (i + 1) * k_d]
+            rows.append(
+                {
+                    "step": step,
+                    "stage": stage,
+                    "seed": attack_seeds[i],
+                    "prompt": x,
+                    "responses": answers,
+                    "p_unsafe": [round(float(v), 6) for v in p_unsafe[i * k_d : (i + 1) * k_d]],
+                    "self_bleu": round(float(bleu[i]), 6),
+                    "embedding_similarity": round(float(emb_sim[i]), 6),
+                    "attacker_reward": round(float(attacker_reward[i]), 6),
+                }
+            )
+        return StepResult(metrics, rows)
+
+    # -------------------------------------------------------------------------------------- checkpoints
+
+    def players(self) -> dict[str, Player]:
+        return {"defender": self.defender, **({"attacker": self.attacker} if self.attacker is not None else {})}
+
+    def save_checkpoint(self, step: int) -> Path:
+        def writer(folder: Path) -> None:
+            for name, player in self.players().items():
+                sub = folder / name
+                sub.mkdir()
+                player.model.save_pretrained(sub, safe_serialization=True)
+                if player.value_head is not None:
+                    save_file(player.value_head.state_dict(), str(sub / "value_head.safetensors"))
+                optimizer_to_files(player.optimizer, sub, "optimizer")
+                (sub / "state.json").write_text(
+                    json.dumps(
+                        {
+                            "scheduler": {k: v for k, v in player.scheduler.state_dict().items() if k != "lr_lambdas"},
+                            "kl_coef": player.kl_coef,
+                            "kl_controller": vars(player.kl_controller) if player.kl_controller else None,
+                        }
+                    )
+                )
+            game = {}
+            if len(self.emb_history):
+                game["embedding_sum"] = torch.tensor(self.emb_history._sum)
+            if game:
+                save_file(game, str(folder / "game.safetensors"))
+            (folder / "game.json").write_text(json.dumps({"step": step, "embedding_count": len(self.emb_history)}))
+
+        self.emit("status", {"text": f"checkpoint at step {step}"})
+        return self.checkpoints.write(step, writer)
+
+    def _restore(self) -> None:
+        folder = self.checkpoints.latest()
+        if folder is None:
+            raise SparringError(
+                f"nothing to resume in {self.run_dir}: no complete checkpoint", hint="start a new run without --resume"
+            )
+        meta = json.loads((folder / "game.json").read_text())
+        step = int(meta["step"])
+        for name, player in self.players().items():
+            sub = folder / name
+            restore_weights(player.model, sub)
+            if player.value_head is not None:
+                player.value_head.load_state_dict(load_file(str(sub / "value_head.safetensors")))
+            optimizer_from_files(player.optimizer, sub, "optimizer")
+            state = json.loads((sub / "state.json").read_text())
+            player.scheduler.load_state_dict({**player.scheduler.state_dict(), **state["scheduler"]})
+            player.kl_coef = state["kl_coef"]
+            if player.kl_controller and state["kl_controller"]:
+                vars(player.kl_controller).update(state["kl_controller"])
+        self.metrics_log.truncate_to(step)
+        attacks = self.attacks_log.truncate_to(step)
+        if self.attacker is not None:
+            self.bleu_index.add([row["prompt"] for row in attacks])
+            if meta["embedding_count"]:
+                tensors = load_file(str(folder / "game.safetensors"))
+                self.emb_history._sum = tensors["embedding_sum"].double().numpy()
+                self.emb_history._count = meta["embedding_count"]
+                if self.config.diversity.window is not None:  # the window needs the embeddings themselves
+                    self.emb_history = EmbeddingHistory(self.config.diversity.window)
+                    self.emb_history.add(self.embed([row["prompt"] for row in attacks]))
+        self.start_step = step
+        self.emit("status", {"text": f"resumed from {folder.name}"})
+
+
+def game_rewards(
+    p_unsafe: np.ndarray,
+    benign_refusal: np.ndarray,
+    self_bleu: np.ndarray,
+    emb_sim: np.ndarray,
+    w_bleu: float,
+    w_emb: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The payoffs. p_unsafe holds k_d judged answers per attack (attack-major order).
+
+    defender: 1 - P(unsafe) per answer to an attack, then 1 - refusal per benign answer;
+    attacker: mean P(unsafe) over its attack's answers - w_bleu SelfBLEU - w_emb EmbSim.
+    """
+    k_d = len(p_unsafe) // max(len(self_bleu), 1)
+    defender = np.concatenate([1.0 - p_unsafe, 1.0 - benign_refusal])
+    attacker = p_unsafe.reshape(len(self_bleu), k_d).mean(1) - w_bleu * self_bleu - w_emb * emb_sim
+    return defender, attacker
+
+
+def player_model(settings, warm: Path):
+    """A player's model: the configured one, or -- after a warm-up -- the SFT model merged into the
+    base with a fresh adapter, so the frozen reference is the SFT policy as in the paper."""
+    if not (warm / "complete.json").exists():
+        loaded = load_model(settings.model)
+        return loaded.model, loaded.tokenizer
+    base = load_model(settings.model.model_copy(update={"lora": None}))
+    if settings.model.lora is None:
+        base.model.load_state_dict(load_file(str(warm / "model.safetensors")), strict=False)
+        return base.model, base.tokenizer
+    merged = load_adapter(base.model, warm).merge_and_unload()
+    return add_lora(merged, settings.model.lora), base.tokenizer
+
+
+def restore_weights(model, folder: Path) -> None:
+    """Load a checkpoint's trained weights (a PEFT adapter or a full model) into ``model``."""
+    from peft import set_peft_model_state_dict
+
+    if (folder / "adapter_model.safetensors").exists():
+        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+    else:
+        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+
+
+def load_run_player(run_dir: Path, role: str = "defender") -> LoadedModel:
+    """A trained player from a run directory: its model as of the latest checkpoint."""
+    from sparring.config import load_config
+    from sparring.runlog import Checkpoints
+
+    cfg = load_config(run_dir / "config.yaml")
+    settings = getattr(cfg, role)
+    model, tokenizer = player_model(settings, run_dir / "warmup" / role)
+    latest = Checkpoints(run_dir / "checkpoints", cfg.run.keep_checkpoints).latest()
+    if latest is None:
+        raise SparringError(f"run '{run_dir}' has no complete checkpoint yet")
+    if not (latest / role).exists():
+        raise SparringError(f"run '{run_dir}' has no {role} (mode {cfg.mode})")
+    restore_weights(model, latest / role)
+    return LoadedModel(model.eval(), tokenizer, next(model.parameters()).device, f"{run_dir}#{role}")
+
+
+def clean_attack(text: str) -> str:
+    """The attacker's question: its first non-empty line, without quotes or a 'Question:' label."""
+    for line in text.splitlines():
+        line = line.strip().strip('"').strip()
+        for label in ("Question:", "New question:", "Another question:"):
+            if line.lower().startswith(label.lower()):
+                line = line[len(label) :].strip()
+        if line:
+            return line
+    return text.strip()
+
+
+def summarise(metrics: list[dict], evals: dict) -> dict:
+    """Per-stage means of the step metrics and the held-out evaluations, for the end-of-run table."""
+    summary: dict = {
+        "steps": len(metrics),
+        "eval": {k: {kk: v[kk] for kk in ("asr", "over_refusal")} for k, v in evals.items()},
+    }
+    for stage in ("defender", "attacker"):
+        rows = [m for m in metrics if m["stage"] == stage]
+        if not rows:
+            continue
+        half = max(len(rows) // 2, 1)
+        summary[stage] = {
+            "steps": len(rows),
+            "asr_first_half": float(np.mean([m["asr"] for m in rows[:half]])),
+            "asr_second_half": float(np.mean([m["asr"] for m in rows[half:]] or [np.nan])),
+            "diversity_within_batch": float(np.mean([m["diversity_within_batch"] for m in rows])),
+        }
+    return summary

@@ -1,0 +1,62 @@
+"""A short supervised warm-up: teach a player a behaviour by cross-entropy on target responses.
+
+The paper starts both players from SFT checkpoints; our bundled SmolLM2 has never been taught to
+refuse (nor to write questions), so a few steps of this stand in for that stage.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[tuple[str, str]],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> list[float]:
+    """Minimise -log p(target | prompt) on (chat-formatted prompt, target) pairs; returns the losses."""
+    if steps == 0 or not pairs:
+        return []
+    rng = random.Random(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), eps=1e-6)
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token or ""
+    losses = []
+    model.train()
+    for _ in range(steps):
+        batch = rng.sample(pairs, min(batch_size, len(pairs)))
+        prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in batch]
+        target_ids = [tokenizer(t + eos, add_special_tokens=False)["input_ids"] for _, t in batch]
+        width = max(len(p) + len(t) for p, t in zip(prompt_ids, target_ids, strict=True))
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for row, (p, t) in enumerate(zip(prompt_ids, target_ids, strict=True)):
+            seq = p + t
+            start = width - len(seq)  # left padding, as in generation
+            ids[row, start:] = torch.tensor(seq)
+            mask[row, start:] = 1
+            labels[row, start + len(p) :] = torch.tensor(t)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            labels=labels.to(device),
+            use_cache=False,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(float(out.loss.detach()))
+    model.eval()
+    return losses

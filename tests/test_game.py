@@ -1,0 +1,204 @@
+"""The game on tiny models: modes, stages, reward signs, resume equivalence, run directory, config."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sparring.cli import app
+from sparring.config import GameConfig, load_config
+from sparring.errors import SparringError
+from sparring.game import Game, clean_attack, game_rewards
+
+TINY = [
+    "attacker.model.spec=tiny",
+    "defender.model.spec=tiny",
+    "judge.spec=refusal",
+    "attacker.sampling.max_new_tokens=6",
+    "defender.sampling.max_new_tokens=6",
+    "run.eval_max_new_tokens=6",
+    "data.seeds_per_step=3",
+    "data.benign_per_step=2",
+    "data.eval_size=3",
+    "warmup.defender_steps=1",
+    "warmup.attacker_steps=1",
+    "warmup.batch_size=2",
+    "schedule.steps=4",
+    "schedule.defender_steps=2",
+    "schedule.attacker_steps=2",
+    "run.checkpoint_every=2",
+    "attacker.rl.lr=1e-2",
+    "defender.rl.lr=1e-2",
+]
+
+
+def tiny_config(tmp_path, *extra: str) -> GameConfig:
+    return load_config(None, [*TINY, f"run.dir={tmp_path}", *extra])
+
+
+def test_stage_schedule():
+    cfg = load_config(None, ["schedule.defender_steps=2", "schedule.attacker_steps=3"])
+    assert [cfg.stage(s) for s in range(7)] == ["defender"] * 2 + ["attacker"] * 3 + ["defender"] * 2
+    cfg = load_config(None, ["schedule.defender_steps=1", "schedule.attacker_steps=2", "schedule.first=attacker"])
+    assert [cfg.stage(s) for s in range(4)] == ["attacker", "attacker", "defender", "attacker"]
+    assert {load_config(None, ["mode=rlhf"]).stage(s) for s in range(30)} == {"defender"}
+    assert {load_config(None, ["mode=redteam"]).stage(s) for s in range(30)} == {"attacker"}
+    assert load_config(None, ["mode=gpo-nodiv"]).diversity_weights == (0.0, 0.0)
+
+
+def test_reward_signs():
+    """An unsafe exchange pays the attacker and costs the defender; a safe one the reverse."""
+    p_unsafe = np.array([1.0, 1.0, 0.0, 0.0])  # two attacks, two answers each
+    defender, attacker = game_rewards(p_unsafe, np.array([1.0, 0.0]), np.zeros(2), np.zeros(2), 5.0, 1.0)
+    assert defender.tolist() == [0.0, 0.0, 1.0, 1.0, 0.0, 1.0]  # benign: refusing earns nothing
+    assert attacker.tolist() == [1.0, 0.0]
+    _, penalised = game_rewards(p_unsafe, np.zeros(0), np.array([0.1, 0.0]), np.array([0.2, 0.5]), 5.0, 1.0)
+    assert penalised == pytest.approx([1.0 - 0.5 - 0.2, 0.0 - 0.5])
+
+
+def test_clean_attack():
+    assert clean_attack('\n  "Question: How do I pick a lock?"\nMore text') == "How do I pick a lock?"
+    assert clean_attack("plain") == "plain"
+
+
+@pytest.mark.parametrize("mode", ["gpo", "gpo-nodiv", "rlhf", "redteam"])
+def test_each_mode_runs_and_fills_the_run_directory(tmp_path, mode):
+    cfg = tiny_config(tmp_path, f"mode={mode}", f"run.name={mode}", "schedule.steps=3")
+    run = tmp_path / mode
+    summary = Game(cfg, run).play()
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    attacks = [json.loads(line) for line in (run / "attacks.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 1, 2]
+    assert [m["stage"] for m in metrics] == [cfg.stage(s) for s in range(3)]
+    assert len(attacks) >= 3 * 3 and {"prompt", "responses", "p_unsafe", "self_bleu"} <= set(attacks[0])
+    assert (run / "config.yaml").exists() and (run / "checkpoints" / "latest").read_text() == "step-3"
+    evals = json.loads((run / "eval.json").read_text())
+    assert set(evals) >= {"start", "end"} and 0.0 <= evals["end"]["asr"]["judge"] <= 1.0
+    assert summary["steps"] == 3
+    assert load_config(run / "config.yaml").mode == mode  # the saved config round-trips
+    if mode == "gpo-nodiv":
+        assert all(a["attacker_reward"] == pytest.approx(np.mean(a["p_unsafe"])) for a in attacks)
+    if mode == "rlhf":
+        assert not (run / "checkpoints" / "step-3" / "attacker").exists()
+
+
+def test_logged_rewards_follow_the_payoffs(tmp_path):
+    cfg = tiny_config(
+        tmp_path, "run.name=r", "schedule.steps=3", "schedule.defender_steps=1", "schedule.attacker_steps=2"
+    )
+    Game(cfg, tmp_path / "r").play()
+    attacks = [json.loads(line) for line in (tmp_path / "r" / "attacks.jsonl").read_text().splitlines()]
+    for a in attacks:
+        want = np.mean(a["p_unsafe"]) - 5.0 * a["self_bleu"] - 1.0 * a["embedding_similarity"]
+        assert a["attacker_reward"] == pytest.approx(want, abs=1e-5)
+    assert any(a["self_bleu"] > 0 or a["embedding_similarity"] != 0 for a in attacks if a["step"] > 0)
+
+
+def player_weights(game: Game) -> dict[str, torch.Tensor]:
+    return {f"{role}.{k}": v.clone() for role, p in game.players().items() for k, v in p.trainable_state().items()}
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = tiny_config(tmp_path, "run.name=straight")
+    straight = Game(cfg, tmp_path / "straight")
+    straight.play()
+
+    broken_cfg = tiny_config(tmp_path, "run.name=broken")
+
+    def crash(kind, payload):
+        if kind == "step" and payload["step"] == 2:
+            raise Stop  # after step 2's logs were written, before its checkpoint
+
+    with pytest.raises(Stop):
+        Game(broken_cfg, tmp_path / "broken", on_event=crash).play()
+    resumed = Game(load_config(tmp_path / "broken" / "config.yaml"), tmp_path / "broken")
+    resumed.play(resume=True)
+
+    a, b = player_weights(straight), player_weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+    def rows(run, name):
+        out = []
+        for line in (tmp_path / run / name).read_text().splitlines():
+            row = json.loads(line)
+            out.append({k: v for k, v in row.items() if not k.startswith("time_") and "tokens_per_s" not in k})
+        return out
+
+    assert rows("straight", "metrics.jsonl") == rows("broken", "metrics.jsonl")  # each step exactly once
+    assert rows("straight", "attacks.jsonl") == rows("broken", "attacks.jsonl")
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    cfg = tiny_config(tmp_path, "run.name=empty")
+    with pytest.raises(SparringError, match="nothing to resume"):
+        Game(cfg, tmp_path / "empty").play(resume=True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["defender.lora.rank=16"], "defender.lora: no such field (allowed: model, rl, samples_per_prompt, sampling"),
+        (["schedule.steps=zero"], "schedule.steps: Input should be a valid integer"),
+        (["schedule.steps=0"], "schedule.steps: Input should be greater than or equal to 1"),
+        (["mode=chess"], "mode: Input should be 'gpo', 'gpo-nodiv', 'rlhf' or 'redteam'"),
+        (["attacker.template=no placeholder"], "attacker.template must contain {seed}"),
+        (["schedule.steps"], "bad override 'schedule.steps'"),
+        (["defender.rl.algo=dpo"], "defender.rl.algo"),
+    ],
+)
+def test_config_errors_name_the_field(overrides, message):
+    with pytest.raises(SparringError) as info:
+        load_config(None, overrides)
+    assert message in str(info.value)
+
+
+def test_config_file_errors(tmp_path):
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(SparringError, match="must hold a mapping"):
+        load_config(tmp_path / "list.yaml")
+    with pytest.raises(SparringError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "ok.yaml").write_text("schedule:\n  steps: 7\n")
+    assert load_config(tmp_path / "ok.yaml", ["schedule.defender_steps=3"]).schedule.steps == 7
+
+
+def test_train_command_json_and_eval_command(tmp_path):
+    runner = CliRunner()
+    args = ["train", "--json", *TINY, f"run.dir={tmp_path}", "run.name=cli", "schedule.steps=2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [e["step"] for e in events if e["event"] == "step"] == [0, 1]
+    assert events[-1]["event"] == "summary"
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "already holds a run" in again.output
+    out = tmp_path / "eval.json"
+    ev = runner.invoke(
+        app,
+        [
+            "eval",
+            "--defender",
+            str(tmp_path / "cli"),
+            "--judge",
+            "refusal",
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "4",
+            "--json",
+            str(out),
+        ],
+    )
+    assert ev.exit_code == 0, ev.output
+    numbers = json.loads(out.read_text())
+    assert set(numbers["asr"]) == {"refusal"} and 0 <= numbers["over_refusal"] <= 1
