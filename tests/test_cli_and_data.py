@@ -83,3 +83,16 @@ def test_visible_escapes_control_characters():
     assert visible("a\x1b[31mred\x07") == "a\\x1b[31mred\\x07"
     assert visible("line\nnext\ttab") == "line\nnext\ttab"
     assert visible("x" * 10, limit=5) == "xxxx…"
+
+
+def test_visible_one_line():
+    assert visible("a\nb\x1b[2J", one_line=True) == "a ⏎ b\\x1b[2J"
+
+
+def test_paper_preset_validates():
+    from pathlib import Path
+
+    from sparring.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "paper-7b.yaml")
+    assert cfg.defender.rl.algo == "ppo" and cfg.schedule.defender_steps == 400 and cfg.defender.rl.kl_coef == 0.01

@@ -36,8 +36,11 @@ def main(
 
 def quiet_libraries() -> None:
     """Hide transformers' per-load progress bars and info logs: our own display says what happens."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
+    warnings.filterwarnings("ignore", category=FutureWarning)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 

@@ -104,9 +104,9 @@ class WarmupConfig(_Strict):
     """Optional supervised warm-up before the game (the paper starts both players from SFT)."""
 
     defender_steps: int = Field(
-        12, ge=0, description="SFT steps for the defender: refusals on harmful seeds, own answers on benign."
+        16, ge=0, description="SFT steps for the defender: refusals on harmful seeds, own answers on benign."
     )
-    attacker_steps: int = Field(8, ge=0, description="SFT steps for the attacker: template(seed) -> another seed.")
+    attacker_steps: int = Field(16, ge=0, description="SFT steps for the attacker: template(seed) -> another seed.")
     batch_size: int = Field(8, ge=1)
     lr: float = Field(3e-4, gt=0)
 

