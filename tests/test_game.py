@@ -202,3 +202,37 @@ def test_train_command_json_and_eval_command(tmp_path):
     assert ev.exit_code == 0, ev.output
     numbers = json.loads(out.read_text())
     assert set(numbers["asr"]) == {"refusal"} and 0 <= numbers["over_refusal"] <= 1
+
+
+def test_summary_reads_each_stage_block():
+    from sparring.game import summarise
+
+    metrics = [
+        {"step": i, "stage": s, "asr": a, "diversity_within_batch": 0.5, "self_bleu": 0.1}
+        for i, (s, a) in enumerate(
+            [
+                ("defender", 0.9),
+                ("defender", 0.9),
+                ("defender", 0.3),
+                ("attacker", 0.1),
+                ("attacker", 0.2),
+                ("attacker", 0.7),
+            ]
+        )
+    ]
+    summary = summarise(metrics, {})
+    assert summary["defender"]["asr_block_start"] == pytest.approx(0.9)
+    assert summary["defender"]["asr_block_end"] == pytest.approx(0.3)
+    assert summary["attacker"]["asr_block_start"] == pytest.approx(0.1)
+    assert summary["attacker"]["asr_block_end"] == pytest.approx(0.7)
+
+
+def test_missing_tracker_package_is_a_clear_error(tmp_path):
+    pytest.importorskip("torch")
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(SparringError, match="needs the tensorboard package"):
+            Game(tiny_config(tmp_path, "run.name=tb", "run.tracker=tensorboard"), tmp_path / "tb")
+    else:
+        pytest.skip("tensorboard is installed")

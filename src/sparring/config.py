@@ -117,6 +117,7 @@ class RunConfig(_Strict):
     seed: int = 0
     checkpoint_every: int = Field(10, ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, ge=1)
+    max_skipped_updates: int = Field(3, ge=1, description="Stop after this many non-finite updates in a row.")
     eval_at_start: bool = True
     eval_at_end: bool = True
     eval_max_new_tokens: int = Field(48, ge=1)

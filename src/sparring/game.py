@@ -46,6 +46,44 @@ from sparring.runlog import (
 from sparring.sft import sft
 
 
+class Interrupted(SparringError):
+    """SIGINT/SIGTERM: the step in flight was finished and checkpointed before stopping."""
+
+    def __init__(self, steps_done: int, run_dir: Path) -> None:
+        super().__init__(
+            f"stopped by signal after step {steps_done}; a checkpoint was saved",
+            hint=f"continue with: sparring train --resume {run_dir}",
+        )
+
+
+class StopSignals:
+    """Turn SIGINT/SIGTERM into a request the loop honours between steps (a second signal stops at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def step_seed(seed: int, step: int, role: str) -> int:
     """A reproducible seed per (run seed, step, role)."""
     return random.Random(f"{seed}/{step}/{role}").randrange(2**62)
@@ -123,14 +161,27 @@ class Game:
                 evals["after_warmup"] = self.evaluate("after_warmup")
             self._write_eval(evals)
             self.save_checkpoint(0)
-        for step in range(self.start_step, cfg.schedule.steps):
-            result = self.step(step)
-            self.metrics_log.append([result.metrics])
-            self.attacks_log.append(result.attacks)
-            self.tracker.log(step, result.metrics)
-            self.emit("step", result.metrics)
-            if (step + 1) % cfg.run.checkpoint_every == 0 or step + 1 == cfg.schedule.steps:
-                self.save_checkpoint(step + 1)
+        skipped_in_a_row = 0
+        with StopSignals() as stop:
+            for step in range(self.start_step, cfg.schedule.steps):
+                result = self.step(step)
+                self.metrics_log.append([result.metrics])
+                self.attacks_log.append(result.attacks)
+                self.tracker.log(step, result.metrics)
+                self.emit("step", result.metrics)
+                skipped_in_a_row = skipped_in_a_row + 1 if result.metrics.get("skipped") else 0
+                if skipped_in_a_row >= cfg.run.max_skipped_updates:
+                    latest = self.checkpoints.latest()
+                    raise SparringError(
+                        f"stopping at step {step}: {skipped_in_a_row} updates in a row were skipped for non-finite "
+                        f"values ({result.metrics.get('skip_reason')})",
+                        hint=f"the last good checkpoint is {latest}; lower the learning rate or check the judge, then "
+                        f"--resume {self.run_dir}",
+                    )
+                if (step + 1) % cfg.run.checkpoint_every == 0 or step + 1 == cfg.schedule.steps or stop.requested:
+                    self.save_checkpoint(step + 1)
+                if stop.requested:
+                    raise Interrupted(step + 1, self.run_dir)
         evals = self._read_eval()
         if cfg.run.eval_at_end and "end" not in evals:
             evals["end"] = self.evaluate("end")
@@ -309,6 +360,10 @@ class Game:
             **{f"{stage}_{k}": v for k, v in stats.as_dict().items()},
             **timings,
         }
+        metrics["skipped"] = stats.skipped
+        if stats.skipped:
+            metrics["skip_reason"] = stats.extra.get("skip_reason")
+            self.emit("warning", {"text": f"step {step}: update skipped ({metrics['skip_reason']})"})
         metrics = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in metrics.items()}
         rows = []
         for i, x in enumerate(attacks):
@@ -467,21 +522,34 @@ def clean_attack(text: str) -> str:
     return text.strip()
 
 
+def stage_blocks(metrics: list[dict]) -> list[list[dict]]:
+    """Split the step metrics into contiguous blocks of one stage (D steps, then A steps, ...)."""
+    blocks: list[list[dict]] = []
+    for m in metrics:
+        if not blocks or blocks[-1][0]["stage"] != m["stage"]:
+            blocks.append([])
+        blocks[-1].append(m)
+    return blocks
+
+
 def summarise(metrics: list[dict], evals: dict) -> dict:
-    """Per-stage means of the step metrics and the held-out evaluations, for the end-of-run table."""
+    """Held-out evaluations, and for each stage the in-training ASR at the start and end of its blocks."""
     summary: dict = {
         "steps": len(metrics),
         "eval": {k: {kk: v[kk] for kk in ("asr", "over_refusal")} for k, v in evals.items()},
     }
     for stage in ("defender", "attacker"):
-        rows = [m for m in metrics if m["stage"] == stage]
-        if not rows:
+        blocks = [b for b in stage_blocks(metrics) if b[0]["stage"] == stage]
+        if not blocks:
             continue
-        half = max(len(rows) // 2, 1)
+        third = [max(len(b) // 3, 1) for b in blocks]
         summary[stage] = {
-            "steps": len(rows),
-            "asr_first_half": float(np.mean([m["asr"] for m in rows[:half]])),
-            "asr_second_half": float(np.mean([m["asr"] for m in rows[half:]] or [np.nan])),
-            "diversity_within_batch": float(np.mean([m["diversity_within_batch"] for m in rows])),
+            "steps": sum(len(b) for b in blocks),
+            "blocks": len(blocks),
+            # ASR of the training batches in the first and the last third of each block, averaged over blocks
+            "asr_block_start": float(np.mean([m["asr"] for b, t in zip(blocks, third, strict=True) for m in b[:t]])),
+            "asr_block_end": float(np.mean([m["asr"] for b, t in zip(blocks, third, strict=True) for m in b[-t:]])),
+            "diversity_within_batch": float(np.mean([m["diversity_within_batch"] for b in blocks for m in b])),
+            "self_bleu_vs_history": float(np.mean([m["self_bleu"] for b in blocks for m in b])),
         }
     return summary

@@ -59,11 +59,11 @@ class GameDisplay:
         if self.mode == "json":
             print(json.dumps({"event": kind, **payload}, default=str), flush=True)
             return
-        if self.progress is None:
+        if self.mode == "quiet":
             return
-        if kind == "status":
+        if kind == "status" and self.progress is not None:
             self.progress.update(self.task, description=payload["text"])
-        elif kind == "step":
+        elif kind == "step" and self.progress is not None:
             m = payload
             self.progress.update(
                 self.task,
@@ -83,6 +83,8 @@ class GameDisplay:
             for sample in payload.get("samples", [])[:1]:
                 self.console.print(safe_text(f"   > {sample['prompt']}", style="dim", limit=100, one_line=True))
                 self.console.print(safe_text(f"   < {sample['response']}", style="dim", limit=100, one_line=True))
+        elif kind == "warning":
+            self.console.print(f"[yellow]warning:[/] {payload['text']}", highlight=False)
         elif kind == "warmup":
             self.console.print(
                 f"[cyan]warm-up {payload['player']}[/]: {payload['steps']} SFT steps, "
@@ -99,7 +101,7 @@ class GameDisplay:
             table.add_row(label, *[f"{v:.2f}" for v in values["asr"].values()], f"{values['over_refusal']:.2f}")
         self.out.print(table)
         stages = Table(title="during the game (training batches)")
-        for col in ("stage", "steps", "ASR first half", "ASR second half", "1 - SelfBLEU within batch"):
+        for col in ("stage", "steps", "ASR at block start", "ASR at block end", "1 - SelfBLEU (batch)"):
             stages.add_column(col, justify="right")
         for stage in ("defender", "attacker"):
             if stage in summary:
@@ -107,8 +109,8 @@ class GameDisplay:
                 stages.add_row(
                     stage,
                     str(s["steps"]),
-                    f"{s['asr_first_half']:.2f}",
-                    f"{s['asr_second_half']:.2f}",
+                    f"{s['asr_block_start']:.2f}",
+                    f"{s['asr_block_end']:.2f}",
                     f"{s['diversity_within_batch']:.2f}",
                 )
         self.out.print(stages)
