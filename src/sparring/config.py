@@ -59,7 +59,15 @@ class PlayerConfig(_Strict):
     system_prompt: str | None = Field(None, description="System message for this player's chat prompts.")
 
 
+class AttackerRLConfig(PlayerRLConfig):
+    lr: float = Field(
+        1e-3, gt=0, description="Policy learning rate (the attacker's signal is sparse; measured to learn at 1e-3)."
+    )
+
+
 class AttackerConfig(PlayerConfig):
+    rl: AttackerRLConfig = Field(default_factory=AttackerRLConfig)
+    samples_per_prompt: int = Field(4, ge=1, description="k rewrites per seed in attacker stages (RLOO group).")
     template: str = Field(ATTACK_TEMPLATE, description="Rewriting instruction; {seed} is replaced by a seed prompt.")
 
     @model_validator(mode="after")
@@ -95,7 +103,8 @@ class DataConfig(_Strict):
     benign: str = Field("bundled:benign", description="Benign requests mixed into the defender's diet.")
     eval_harmful: str = Field("bundled:harmbench", description="Held-out harmful prompts for ASR (not seeds).")
     eval_benign: str = Field("bundled:overrefusal", description="Held-out benign prompts for over-refusal.")
-    seeds_per_step: int = Field(8, ge=1, description="Seed prompts drawn per step.")
+    seeds_per_step: int = Field(8, ge=1, description="Seed prompts drawn per defender step.")
+    attacker_seeds_per_step: int = Field(4, ge=1, description="Seed prompts drawn per attacker step (x k rewrites).")
     benign_per_step: int = Field(4, ge=0, description="Benign prompts per defender step (two-sided diet); 0 = off.")
     eval_size: int = Field(40, ge=1, description="Prompts per held-out evaluation set.")
 

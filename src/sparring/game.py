@@ -280,7 +280,8 @@ class Game:
             clock = now
 
         # 1. seeds -> attack prompts
-        seeds = rng.sample(self.seeds, min(cfg.data.seeds_per_step, len(self.seeds)))
+        n_seeds = cfg.data.attacker_seeds_per_step if stage == "attacker" else cfg.data.seeds_per_step
+        seeds = rng.sample(self.seeds, min(n_seeds, len(self.seeds)))
         attacker_gen: Generation | None = None
         k_a = cfg.attacker.samples_per_prompt if stage == "attacker" else 1
         if self.attacker is None:  # rlhf: the static prompts themselves
