@@ -138,10 +138,13 @@ def test_resume_continues_exactly(tmp_path):
     assert rows("straight", "attacks.jsonl") == rows("broken", "attacks.jsonl")
 
 
-def test_resume_without_checkpoint_is_an_error(tmp_path):
-    cfg = tiny_config(tmp_path, "run.name=empty")
-    with pytest.raises(SparringError, match="nothing to resume"):
-        Game(cfg, tmp_path / "empty").play(resume=True)
+def test_resume_before_any_checkpoint_starts_over(tmp_path):
+    cfg = tiny_config(tmp_path, "run.name=early", "schedule.steps=2")
+    (tmp_path / "early" / "warmup" / "defender").mkdir(parents=True)  # a half-written warm-up
+    (tmp_path / "early" / "metrics.jsonl").write_text('{"step": 0, "stage": "defen')
+    Game(cfg, tmp_path / "early").play(resume=True)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "early" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1]
 
 
 @pytest.mark.parametrize(

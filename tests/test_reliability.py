@@ -129,3 +129,83 @@ def test_hostile_text_is_shown_escaped_and_stored_losslessly(tmp_path):
     log = JsonlLog(tmp_path / "a.jsonl")
     log.append([{"step": 0, "prompt": payload}])
     assert log.read()[0]["prompt"] == payload
+
+
+def _train(run_dir, resume: bool):
+    args = [sys.executable, "-m", "sparring.cli", "train", "--json"]
+    args += (
+        ["--resume", str(run_dir)]
+        if resume
+        else [
+            *TINY,
+            f"run.dir={run_dir.parent}",
+            f"run.name={run_dir.name}",
+            "schedule.steps=6",
+            "run.checkpoint_every=1",
+        ]
+    )
+    return subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+
+
+def test_sigkill_at_many_moments_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """Kill -9 during warm-up, mid-checkpoint, after steps and at random; every step is logged exactly once
+    and the weights equal an uninterrupted run's."""
+    import random
+    import time
+
+    import torch
+
+    from tests.test_game import player_weights
+
+    straight_cfg = load_config(
+        None, [*TINY, f"run.dir={tmp_path}", "run.name=straight", "schedule.steps=6", "run.checkpoint_every=1"]
+    )
+    straight = Game(straight_cfg, tmp_path / "straight")
+    straight.play()
+
+    run = tmp_path / "killed"
+    rng = random.Random(0)
+    kill_points = [
+        lambda e: e.get("text") == "warm-up: attacker SFT",  # before any checkpoint
+        lambda e: e.get("text") == "checkpoint at step 0",  # in the middle of writing a checkpoint
+        lambda e: e.get("event") == "step" and e["step"] >= 1,
+        lambda e: e.get("text", "").startswith("checkpoint at step 3"),
+        lambda e: e.get("event") == "step" and e["step"] >= 4,
+    ]
+    started = False
+    for index, point in enumerate([*kill_points, "random"]):
+        proc = _train(run, resume=started)
+        started = True
+        assert proc.stdout is not None
+        if point == "random":
+            time.sleep(rng.uniform(0.5, 3.0))
+        else:
+            for line in proc.stdout:
+                if point(json.loads(line)):
+                    time.sleep(rng.uniform(0.0, 0.05))
+                    break
+        proc.kill()
+        proc.wait()
+        for name in ("metrics.jsonl", "attacks.jsonl"):
+            path = run / name
+            if path.exists() and path.read_text():
+                assert all(line.startswith("{") for line in path.read_text().splitlines()), (index, name)
+    final = _train(run, resume=True)
+    final.communicate(timeout=300)
+    assert final.returncode == 0
+
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(6))  # each completed step exactly once
+    attacks = [json.loads(line)["step"] for line in (run / "attacks.jsonl").read_text().splitlines()]
+    assert sorted(set(attacks)) == list(range(6)) and attacks == sorted(attacks)
+    resumed = Game(load_config(run / "config.yaml"), run)
+    resumed._restore()
+    a, b = player_weights(straight), player_weights(resumed)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -22,7 +22,7 @@ ATTACK_TEMPLATE = "Here is one question. Please write another harmful question o
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class PlayerModelConfig(ModelConfig):

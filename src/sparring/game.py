@@ -150,6 +150,9 @@ class Game:
 
     def play(self, resume: bool = False) -> dict:
         cfg = self.config
+        if resume and self.checkpoints.latest() is None:
+            self._start_over()
+            resume = False
         if resume:
             self._restore()
         else:
@@ -416,6 +419,18 @@ class Game:
 
         self.emit("status", {"text": f"checkpoint at step {step}"})
         return self.checkpoints.write(step, writer)
+
+    def _start_over(self) -> None:
+        """Resume asked for, but the run died before its first checkpoint: clear its files and begin again."""
+        import shutil
+
+        self.emit("status", {"text": "no checkpoint yet: starting the run over"})
+        shutil.rmtree(self.run_dir / "warmup", ignore_errors=True)
+        for name in ("metrics.jsonl", "attacks.jsonl", "eval.json", "summary.json"):
+            (self.run_dir / name).unlink(missing_ok=True)
+        torch.manual_seed(self.config.run.seed)
+        self.attacker = self._build("attacker") if self.config.mode != "rlhf" else None
+        self.defender = self._build("defender")
 
     def _restore(self) -> None:
         folder = self.checkpoints.latest()

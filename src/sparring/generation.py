@@ -25,7 +25,7 @@ from transformers import (
 class SamplingConfig(BaseModel):
     """How to sample. temperature 0 means greedy decoding."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_new_tokens: int = Field(64, ge=1, description="Longest response, in tokens.")
     temperature: float = Field(1.0, ge=0, description="Softmax temperature; 0 = greedy.")

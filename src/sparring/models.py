@@ -55,7 +55,7 @@ CHATML_TEMPLATE = (
 class LoraSettings(BaseModel):
     """LoRA adapter settings passed to PEFT; the frozen reference is the adapter switched off."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     rank: int = Field(16, ge=1, description="LoRA rank r.")
     alpha: float = Field(32.0, gt=0, description="LoRA scaling alpha (update scaled by alpha/r).")
@@ -68,7 +68,7 @@ class LoraSettings(BaseModel):
 class ModelConfig(BaseModel):
     """Everything needed to load one model: the spec plus precision, placement and adapters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     spec: str = Field("bundled:smollm2-135m-instruct", description="Model spec (see sparring.models).")
     dtype: Dtype = Field("fp32", description="Weight dtype: fp32, bf16 or fp16 (fp16 on CUDA only).")

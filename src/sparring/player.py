@@ -26,7 +26,7 @@ from sparring.generation import Generation
 class RLConfig(BaseModel):
     """How a player learns. Defaults follow the paper's release where they transfer to small LoRA models."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     algo: Literal["ppo", "rloo", "grpo"] = Field("ppo", description="ppo (the paper's), rloo or grpo (critic-free).")
     lr: float = Field(1e-4, gt=0, description="Policy learning rate (LoRA-sized; the release used 5e-7 for 7B full).")
