@@ -14,7 +14,9 @@ from tests.test_game import TINY
 
 
 def rss_mib() -> float:
-    for line in open("/proc/self/status"):
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
