@@ -287,6 +287,24 @@ def evaluate(
         _fail(error)
 
 
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="One or more run directories.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file; default RUN/report.html.")] = None,
+    samples: Annotated[int, typer.Option(min=0, help="Attacks shown per run.")] = 30,
+) -> None:
+    """Write a self-contained HTML report (plots, evaluations, attacks) and PNG plots for run directories."""
+    try:
+        from sparring.report import build_report
+
+        target = output or runs[0] / "report.html"
+        with console.status("building the report"):
+            path = build_report(runs, target, samples)
+        console.print(f"wrote {path} (PNG plots in {path.parent / (path.stem + '_plots')})")
+    except SparringError as error:
+        _fail(error)
+
+
 def _validated(model_cls, **values):
     """Build a pydantic config, turning validation errors into one readable SparringError."""
     from pydantic import ValidationError
