@@ -69,6 +69,19 @@ def test_windowed_history_equals_naive_on_the_window(window):
         history.extend(batch)
 
 
+def test_windowed_index_stays_bounded_and_exact_through_compaction():
+    rng = random.Random(7)
+    vocab = [f"w{i}" for i in range(30)]
+    index, history = SelfBleuIndex(window=4), []
+    for _ in range(40):
+        batch = [random_text(rng, vocab) for _ in range(3)]
+        assert np.allclose(index.score(batch), [naive_self_bleu(x, history[-4:]) for x in batch], atol=1e-9)
+        index.add(batch)
+        history.extend(batch)
+        assert len(index._lengths) <= 2 * 4 + 16 + 3  # unique texts kept: bounded by the window
+    assert len(index) == 4
+
+
 def test_embedding_history_equals_naive_with_window():
     rng = np.random.default_rng(0)
     full, windowed, seen = EmbeddingHistory(), EmbeddingHistory(window=5), []

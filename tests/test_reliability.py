@@ -209,3 +209,11 @@ def test_sigkill_at_many_moments_then_resume_matches_an_uninterrupted_run(tmp_pa
     a, b = player_weights(straight), player_weights(resumed)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_unwritable_run_directory_fails_before_loading_anything(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cfg = load_config(None, [*TINY, f"run.dir={blocker}", "run.name=x"])
+    with pytest.raises(SparringError, match="is not writable"):
+        Game(cfg, blocker / "x")

@@ -214,3 +214,18 @@ def test_kl_as_loss_term_pulls_towards_reference():
     for _ in range(5):
         player.update(batch)
     assert kl_to_reference() < 0.5 * start
+
+
+def test_non_finite_gradients_skip_the_update():
+    loaded = load_model(ModelConfig(spec="tiny", lora=LoraSettings(rank=2)))
+    player = Player(loaded.model, loaded.tokenizer, RLConfig(algo="rloo"))
+    prompts = [chat_prompt(loaded.tokenizer, "x")] * 4
+    gen = generate(loaded.model, loaded.tokenizer, prompts, SamplingConfig(max_new_tokens=3), seed=0)
+    batch = player.make_batch(gen, t([1.0, 0.0, 0.0, 1.0]), group_size=4)
+    with torch.no_grad():  # poison one adapter weight after the rollout: the backward pass turns NaN
+        next(p for n, p in loaded.model.named_parameters() if "lora_A" in n)[0, 0] = float("inf")
+    before = {k: v.clone() for k, v in player.trainable_state().items()}
+    stats = player.update(batch)
+    assert stats.skipped and stats.extra["skip_reason"] == "non-finite gradient"
+    after = player.trainable_state()
+    assert all(torch.equal(before[k], after[k]) or not torch.isfinite(before[k]).all() for k in before)

@@ -105,17 +105,28 @@ class SelfBleuIndex:
         self._order: deque[int] = deque()
         self._total = 0.0
         self._lookup = np.full(0, -1, dtype=np.int64)
+        self._tokens: list[tuple[str, ...]] = []
 
     def __len__(self) -> int:
         return int(self._total)
 
     def add(self, texts: Sequence[str]) -> None:
-        for text in texts:
-            tokens = words(text)
+        self._add_tokens([words(text) for text in texts])
+        # With a window, evicted texts stay in the postings with weight 0; rebuild from the live
+        # window now and then so memory stays bounded by the window, not by the whole run.
+        if self.window is not None and len(self._lengths) > 2 * self.window + 16:
+            live = [self._tokens[uid] for uid in self._order]
+            fresh = SelfBleuIndex(self.window)
+            fresh._add_tokens(live)
+            self.__dict__.update(fresh.__dict__)
+
+    def _add_tokens(self, items: Sequence[tuple[str, ...]]) -> None:
+        for tokens in items:
             uid = self._uid.get(tokens)
             if uid is None:
                 uid = len(self._lengths)
                 self._uid[tokens] = uid
+                self._tokens.append(tokens)
                 self._lengths.append(len(tokens))
                 self._weights.append(0.0)
                 for m in range(1, MAX_N + 1):
