@@ -26,3 +26,15 @@ class Judge(ABC):
     def _check(prompts: Sequence[str], responses: Sequence[str]) -> None:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+
+
+def encoded_batches(tokenizer, texts: Sequence[str], batch_size: int, max_length: int, device):
+    """Tokenised, padded, truncated batches of ``texts`` on ``device``: the loop every model judge runs."""
+    for start in range(0, len(texts), batch_size):
+        yield tokenizer(
+            list(texts[start : start + batch_size]),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+        ).to(device)

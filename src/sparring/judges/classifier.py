@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from sparring.errors import SparringError
-from sparring.judges.base import Judge
+from sparring.judges.base import Judge, encoded_batches
 
 MAPPINGS = ("sigmoid-reward", "sigmoid-cost", "softmax:K")
 
@@ -96,13 +96,6 @@ class ClassifierJudge(Judge):
         texts = self._texts(prompts, responses)
         device = next(self.model.parameters()).device
         out = []
-        for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(
-                texts[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-            ).to(device)
+        for enc in encoded_batches(self.tokenizer, texts, self.batch_size, self.max_length, device):
             out.append(self.to_p_unsafe(self.model(**enc).logits.float()).cpu())
         return torch.cat(out).double().numpy() if out else np.zeros(0)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from sparring.errors import SparringError
-from sparring.judges.base import Judge
+from sparring.judges.base import Judge, encoded_batches
 from sparring.models import LoadedModel
 
 # Llama Guard 3's own prompt (MLCommons hazard taxonomy); the tokenizer adds <|begin_of_text|>.
@@ -108,14 +108,7 @@ class GuardJudge(Judge):
         device = next(self.model.parameters()).device
         self.tokenizer.truncation_side = "left"  # keep the verdict cue at the end
         out = []
-        for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(
-                texts[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-            ).to(device)
+        for enc in encoded_batches(self.tokenizer, texts, self.batch_size, self.max_length, device):
             positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             logits = self.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
             pair = logits[:, [self.safe_id, self.unsafe_id]]
