@@ -93,7 +93,7 @@ def test_logged_rewards_follow_the_payoffs(tmp_path):
     Game(cfg, tmp_path / "r").play()
     attacks = [json.loads(line) for line in (tmp_path / "r" / "attacks.jsonl").read_text().splitlines()]
     for a in attacks:
-        want = np.mean(a["p_unsafe"]) - 5.0 * a["self_bleu"] - 1.0 * a["embedding_similarity"]
+        want = np.mean(a["p_unsafe"]) - 20.0 * a["self_bleu"] - 3.0 * a["embedding_similarity"]
         assert a["attacker_reward"] == pytest.approx(want, abs=1e-5)
     assert any(a["self_bleu"] > 0 or a["embedding_similarity"] != 0 for a in attacks if a["step"] > 0)
 

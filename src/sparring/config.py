@@ -85,8 +85,11 @@ class JudgeConfig(_Strict):
 
 
 class DiversityConfig(_Strict):
-    bleu_weight: float = Field(5.0, ge=0, description="w_bleu on SelfBLEU against the attack history (release: 5).")
-    embedding_weight: float = Field(1.0, ge=0, description="w_emb on embedding similarity to the history (release: 1).")
+    # The release used 5 and 1 (see configs/paper-7b.yaml). With the 135M attacker and 20 attacker
+    # steps, 5/1 let its prompts grow more repetitive than a no-diversity run; 20/3 kept them more
+    # diverse while its success rate still rose (README, "What the default run shows").
+    bleu_weight: float = Field(20.0, ge=0, description="w_bleu on SelfBLEU against the attack history.")
+    embedding_weight: float = Field(3.0, ge=0, description="w_emb on embedding similarity to the history.")
     embedder: str = Field("bundled:all-minilm-l6-v2", description="sentence-transformers model for EmbSim.")
     window: int | None = Field(None, ge=1, description="Only the last N attacks count as history; None = all.")
 
