@@ -239,3 +239,24 @@ def test_missing_tracker_package_is_a_clear_error(tmp_path):
             Game(tiny_config(tmp_path, "run.name=tb", "run.tracker=tensorboard"), tmp_path / "tb")
     else:
         pytest.skip("tensorboard is installed")
+
+
+def test_ppo_players_with_a_separate_critic_checkpoint_and_restore(tmp_path):
+    cfg = tiny_config(
+        tmp_path,
+        "run.name=critic",
+        "schedule.steps=2",
+        "schedule.defender_steps=1",
+        "schedule.attacker_steps=1",
+        "defender.rl.algo=ppo",
+        "defender.rl.critic_model=tiny:layers=1",
+        "attacker.rl.algo=ppo",
+    )
+    game = Game(cfg, tmp_path / "critic")
+    game.play()
+    assert game.defender.critic is not None and game.attacker.critic is None
+    assert (tmp_path / "critic" / "checkpoints" / "step-2" / "defender" / "critic.safetensors").exists()
+    again = Game(load_config(tmp_path / "critic" / "config.yaml"), tmp_path / "critic")
+    again._restore()
+    a, b = player_weights(game), player_weights(again)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

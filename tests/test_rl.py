@@ -229,3 +229,32 @@ def test_non_finite_gradients_skip_the_update():
     assert stats.skipped and stats.extra["skip_reason"] == "non-finite gradient"
     after = player.trainable_state()
     assert all(torch.equal(before[k], after[k]) or not torch.isfinite(before[k]).all() for k in before)
+
+
+def test_ppo_with_a_separate_critic_model():
+    """The value head can sit on a separate critic model; it trains (value_lr) while the policy learns."""
+    loaded = load_model("tiny")
+    critic = load_model("tiny:layers=1,hidden=32,seed=5").model
+    tok = loaded.tokenizer
+    target = tok("A", add_special_tokens=False)["input_ids"][0]
+    player = Player(
+        loaded.model,
+        tok,
+        RLConfig(algo="ppo", lr=3e-3, value_lr=1e-2, minibatch_size=32, micro_batch_size=32, epochs=2, kl_coef=0.0),
+        critic=critic,
+    )
+    assert player.value_head.linear.in_features == 32  # sized to the critic, not the policy (64)
+    before = {n: p.clone() for n, p in critic.named_parameters()}
+    prompts = [chat_prompt(tok, f"prompt {i}") for i in range(8)]
+    shuffle = torch.Generator().manual_seed(0)
+    curve = []
+    for step in range(80):
+        batch, mean = rollout(player, prompts, 4, 4, step, target)
+        curve.append(mean)
+        if mean > 0.9:
+            break
+        stats = player.update(batch, shuffle)
+    assert curve[-1] > 0.9, curve
+    assert any(not torch.equal(before[n], p) for n, p in critic.named_parameters())
+    assert math.isfinite(stats.value_loss)
+    assert any(k.startswith("critic.") for k in player.trainable_state())

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save_file, save_model
+from safetensors.torch import load_model as load_safetensors_model
 
 from sparring import data as data_sources
 from sparring.config import GameConfig, dump_config
@@ -127,7 +128,12 @@ class Game:
     def _build(self, role: str) -> Player:
         settings = getattr(self.config, role)
         model, tokenizer = player_model(settings, self.run_dir / "warmup" / role)
-        return Player(model, tokenizer, settings.rl, settings.sampling.temperature)
+        critic = None
+        if settings.rl.algo == "ppo" and settings.rl.critic_model:
+            critic = load_model(
+                settings.model.model_copy(update={"spec": settings.rl.critic_model, "lora": None})
+            ).model
+        return Player(model, tokenizer, settings.rl, settings.sampling.temperature, critic=critic)
 
     def _rebase(self, role: str) -> None:
         """After warm-up the SFT model becomes the player's start and frozen reference, as in the paper."""
@@ -400,6 +406,8 @@ class Game:
                 player.model.save_pretrained(sub, safe_serialization=True)
                 if player.value_head is not None:
                     save_file(player.value_head.state_dict(), str(sub / "value_head.safetensors"))
+                if player.critic is not None:
+                    save_model(player.critic, str(sub / "critic.safetensors"))  # handles tied weights
                 optimizer_to_files(player.optimizer, sub, "optimizer")
                 (sub / "state.json").write_text(
                     json.dumps(
@@ -445,6 +453,8 @@ class Game:
             restore_weights(player.model, sub)
             if player.value_head is not None:
                 player.value_head.load_state_dict(load_file(str(sub / "value_head.safetensors")))
+            if player.critic is not None:
+                load_safetensors_model(player.critic, str(sub / "critic.safetensors"))
             optimizer_from_files(player.optimizer, sub, "optimizer")
             state = json.loads((sub / "state.json").read_text())
             player.scheduler.load_state_dict({**player.scheduler.state_dict(), **state["scheduler"]})

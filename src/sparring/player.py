@@ -38,6 +38,10 @@ class RLConfig(BaseModel):
     lam: float = Field(0.95, ge=0, le=1)
     clip: float = Field(0.2, gt=0, description="Ratio clip epsilon.")
     value_clip: float = Field(0.2, gt=0)
+    critic_model: str | None = Field(
+        None,
+        description="PPO: spec of a separate critic model (trained fully); None puts the value head on the policy.",
+    )
     value_coef: float = Field(1.0, ge=0)
     whiten_advantages: bool = True
     epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
@@ -123,15 +127,18 @@ class Player:
         tokenizer: PreTrainedTokenizerBase,
         config: RLConfig,
         temperature: float = 1.0,
+        critic: PreTrainedModel | None = None,
     ) -> None:
         self.model = model
+        # PPO's values come from a head on the policy's last hidden state, or on a separate critic model's.
+        self.critic = critic if config.algo == "ppo" else None
         self.tokenizer = tokenizer
         self.config = config
         self.temperature = temperature if temperature > 0 else 1.0
         self.device = next(model.parameters()).device
         # Full fine-tuning needs a frozen copy; LoRA reuses the base weights with the adapter off.
         self.reference = None if is_peft(model) else copy.deepcopy(model).eval().requires_grad_(False)
-        hidden = model.config.get_text_config().hidden_size
+        hidden = (self.critic or model).config.get_text_config().hidden_size
         self.value_head = ValueHead(hidden).to(self.device) if config.algo == "ppo" else None
         self.kl_controller = (
             rl.AdaptiveKLController(config.kl_coef, config.kl_target) if config.kl_target is not None else None
@@ -143,7 +150,8 @@ class Player:
                 model.enable_input_require_grads()
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
         if self.value_head is not None:
-            groups.append({"params": list(self.value_head.parameters()), "lr": config.value_lr})
+            critic_params = list(self.critic.parameters()) if self.critic is not None else []
+            groups.append({"params": [*critic_params, *self.value_head.parameters()], "lr": config.value_lr})
         self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-6, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, rl.lr_lambda(config.schedule, config.warmup_steps)
@@ -169,7 +177,7 @@ class Player:
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                output_hidden_states=with_values,
+                output_hidden_states=with_values and self.critic is None,
                 logits_to_keep=n + 1,
                 use_cache=False,
             )
@@ -179,7 +187,18 @@ class Player:
         values = None
         if with_values:
             assert self.value_head is not None
-            values = self.value_head(out.hidden_states[-1][:, -n - 1 : -1])
+            if self.critic is None:
+                hidden = out.hidden_states[-1]
+            else:
+                with self._autocast():
+                    hidden = self.critic(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        position_ids=positions,
+                        output_hidden_states=True,
+                        use_cache=False,
+                    ).hidden_states[-1]
+            values = self.value_head(hidden[:, -n - 1 : -1])
         entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
         return logprobs, values, entropy
 
@@ -196,6 +215,8 @@ class Player:
     def make_batch(self, generation: Generation, scores: torch.Tensor, group_size: int = 1) -> RolloutBatch:
         """Add reference log-probs (and values, for PPO) to a generation; one pass each, in micro-batches."""
         self.model.eval()
+        if self.critic is not None:
+            self.critic.eval()
         step = self.config.micro_batch_size
         refs, olds, values = [], [], []
         for start in range(0, len(generation.texts), step):
@@ -256,6 +277,8 @@ class Player:
         self.model.train()
         if self.value_head is not None:
             self.value_head.train()
+        if self.critic is not None:
+            self.critic.train()
         totals: dict[str, float] = {}
         n_steps = 0
         for _ in range(cfg.epochs):
@@ -347,6 +370,8 @@ class Player:
         state = {f"policy.{n}": p.detach() for n, p in self.model.named_parameters() if p.requires_grad}
         if self.value_head is not None:
             state.update({f"value_head.{n}": p.detach() for n, p in self.value_head.named_parameters()})
+        if self.critic is not None:
+            state.update({f"critic.{n}": p.detach() for n, p in self.critic.named_parameters()})
         return state
 
 
