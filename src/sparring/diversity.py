@@ -218,6 +218,13 @@ class EmbeddingHistory:
     def __len__(self) -> int:
         return self._count
 
+    def running_sum(self) -> np.ndarray | None:
+        """The sum of all normalised embeddings so far: with len(), all an unwindowed history needs to resume."""
+        return self._sum
+
+    def restore(self, running_sum: np.ndarray, count: int) -> None:
+        self._sum, self._count = np.asarray(running_sum, dtype=np.float64), count
+
     def add(self, embeddings: np.ndarray) -> None:
         embeddings = normalise(embeddings)
         if self._sum is None:

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,17 +73,12 @@ class StopSignals:
         self.requested = True
 
     def __enter__(self) -> StopSignals:
-        import signal
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        import signal
-
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -105,7 +103,6 @@ class Game:
         self.emit = on_event or (lambda kind, payload: None)
         check_writable(run_dir)
         cfg = config
-        torch.manual_seed(cfg.run.seed)  # LoRA initialisation
         self.emit("status", {"text": "loading players"})
         self.attacker = self._build("attacker") if cfg.mode != "rlhf" else None
         self.defender = self._build("defender")
@@ -126,6 +123,10 @@ class Game:
         self.start_step = 0
 
     def _build(self, role: str) -> Player:
+        # Seed LoRA initialisation per role and warm-up state, whatever ran before (loading the judge or
+        # embedder can draw from the global RNG), so a fresh run, a restart and a resume build alike.
+        warmed = (self.run_dir / "warmup" / role / "complete.json").exists()
+        torch.manual_seed(step_seed(self.config.run.seed, 0, f"init/{role}/{warmed}"))
         settings = getattr(self.config, role)
         model, tokenizer = player_model(settings, self.run_dir / "warmup" / role)
         critic = None
@@ -323,7 +324,7 @@ class Game:
         lap("defender_generation")
 
         # 3. judge the attack exchanges; benign rows are scored for answering (two-sided diet)
-        p_unsafe = self.judge.score([x for x in attacks for _ in range(k_d)], responses[:n_attack_rows])
+        p_unsafe = self.judge.score(defender_inputs[:n_attack_rows], responses[:n_attack_rows])
         refusals = np.array([refusal_score(r) for r in responses])
         lap("judge")
 
@@ -418,11 +419,10 @@ class Game:
                         }
                     )
                 )
-            game = {}
             if len(self.emb_history):
-                game["embedding_sum"] = torch.tensor(self.emb_history._sum)
-            if game:
-                save_file(game, str(folder / "game.safetensors"))
+                save_file(
+                    {"embedding_sum": torch.tensor(self.emb_history.running_sum())}, str(folder / "game.safetensors")
+                )
             (folder / "game.json").write_text(json.dumps({"step": step, "embedding_count": len(self.emb_history)}))
 
         self.emit("status", {"text": f"checkpoint at step {step}"})
@@ -430,13 +430,10 @@ class Game:
 
     def _start_over(self) -> None:
         """Resume asked for, but the run died before its first checkpoint: clear its files and begin again."""
-        import shutil
-
         self.emit("status", {"text": "no checkpoint yet: starting the run over"})
         shutil.rmtree(self.run_dir / "warmup", ignore_errors=True)
         for name in ("metrics.jsonl", "attacks.jsonl", "eval.json", "summary.json"):
             (self.run_dir / name).unlink(missing_ok=True)
-        torch.manual_seed(self.config.run.seed)
         self.attacker = self._build("attacker") if self.config.mode != "rlhf" else None
         self.defender = self._build("defender")
 
@@ -465,13 +462,12 @@ class Game:
         attacks = self.attacks_log.truncate_to(step)
         if self.attacker is not None:
             self.bleu_index.add([row["prompt"] for row in attacks])
-            if meta["embedding_count"]:
-                tensors = load_file(str(folder / "game.safetensors"))
-                self.emb_history._sum = tensors["embedding_sum"].double().numpy()
-                self.emb_history._count = meta["embedding_count"]
-                if self.config.diversity.window is not None:  # the window needs the embeddings themselves
-                    self.emb_history = EmbeddingHistory(self.config.diversity.window)
+            if self.config.diversity.window is not None:  # a window needs the embeddings themselves
+                if attacks:
                     self.emb_history.add(self.embed([row["prompt"] for row in attacks]))
+            elif meta["embedding_count"]:
+                tensors = load_file(str(folder / "game.safetensors"))
+                self.emb_history.restore(tensors["embedding_sum"].double().numpy(), meta["embedding_count"])
         self.start_step = step
         self.emit("status", {"text": f"resumed from {folder.name}"})
 
