@@ -207,12 +207,9 @@ def test_sigkill_at_many_moments_then_resume_matches_an_uninterrupted_run(tmp_pa
     resumed = Game(load_config(run / "config.yaml"), run)
     resumed._restore()
     a, b = player_weights(straight), player_weights(resumed)
-    # Known gap (issue 8 stays open): on some kill/resume paths the attacker's weights end slightly
-    # apart from the uninterrupted run's although every logged step matches; the in-process resume
-    # test (test_game.py) is bit-exact. Reported as an expected failure until the path is found.
-    differing = [key for key in a if not torch.equal(a[key], b[key])]
-    if differing:
-        pytest.xfail(f"known gap: {len(differing)} tensors differ after SIGKILL/resume, e.g. {differing[0]}")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[key], b[key]) for key in a), [key for key in a if not torch.equal(a[key], b[key])]
+    assert not list((run / "checkpoints").glob(".*")), "a killed write left temporary files behind"
 
 
 def test_unwritable_run_directory_fails_before_loading_anything(tmp_path):

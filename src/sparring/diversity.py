@@ -292,6 +292,7 @@ def load_embedder(spec: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size:
     """A sentence-transformers model as a function texts -> normalised embeddings."""
     from sentence_transformers import SentenceTransformer
 
+    import sparring.numerics  # noqa: F401  (settles MKL kernel dispatch before any threaded op)
     from sparring.errors import SparringError
 
     if spec == DEFAULT_EMBEDDER:

@@ -37,6 +37,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+import sparring.numerics  # noqa: F401  (settles MKL kernel dispatch before any threaded op)
 from sparring.errors import SparringError
 
 Dtype = Literal["fp32", "bf16", "fp16"]

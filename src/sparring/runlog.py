@@ -163,8 +163,10 @@ class Checkpoints:
         )
         for old in done[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
-        for stale in self.folder.glob(".step-*"):
+        for stale in self.folder.glob(".step-*"):  # left by a process killed mid-write
             shutil.rmtree(stale, ignore_errors=True)
+        for stale in self.folder.glob(".latest-*"):
+            stale.unlink(missing_ok=True)
 
 
 class Tracker:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+import sparring.numerics  # noqa: F401  (settles MKL kernel dispatch before any threaded op)
 from sparring.errors import SparringError
 from sparring.judges.base import Judge
 from sparring.judges.refusal import RefusalJudge
