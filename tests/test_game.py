@@ -194,6 +194,12 @@ def test_train_command_json_and_eval_command(tmp_path):
             str(tmp_path / "cli"),
             "--judge",
             "refusal",
+            "--harmful",
+            "bundled:harmbench",
+            "--harmful",
+            "bundled:advbench",
+            "--benign",
+            "bundled:overrefusal",
             "--limit",
             "3",
             "--max-new-tokens",
@@ -204,7 +210,22 @@ def test_train_command_json_and_eval_command(tmp_path):
     )
     assert ev.exit_code == 0, ev.output
     numbers = json.loads(out.read_text())
-    assert set(numbers["asr"]) == {"refusal"} and 0 <= numbers["over_refusal"] <= 1
+    assert set(numbers["harmful"]) == {"harmbench", "advbench"} and set(numbers["benign"]) == {"overrefusal"}
+    for rate in [
+        *(e["asr"]["refusal"] for e in numbers["harmful"].values()),
+        numbers["benign"]["overrefusal"]["over_refusal"],
+    ]:
+        assert rate["ci"][0] <= rate["value"] <= rate["ci"][1]
+    assert "advbench" in ev.stdout and "overrefusal" in ev.stdout  # the table
+
+
+def test_bootstrap_interval_brackets_the_rate():
+    from sparring.evaluate import bootstrap_interval
+
+    assert bootstrap_interval([1.0] * 40) == (1.0, 1.0)
+    lo, hi = bootstrap_interval([0, 1] * 50)
+    assert 0.38 < lo < 0.45 and 0.55 < hi < 0.62  # ~ +-1.96 * sqrt(.25 / 100)
+    assert bootstrap_interval([0, 1] * 50) == (lo, hi)  # seeded: the same figures every time
 
 
 def test_summary_reads_each_stage_block():

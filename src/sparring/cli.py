@@ -224,6 +224,21 @@ def show_config(
         _fail(error)
 
 
+def _load_model_or_run(spec: str, role: str):
+    """A model spec, or a run directory (that player as of its last checkpoint)."""
+    if (Path(spec) / "config.yaml").exists():
+        from sparring.game import load_run_player
+
+        return load_run_player(Path(spec), role)
+    from sparring.models import load_model
+
+    return load_model(spec)
+
+
+def _set_name(spec: str) -> str:
+    return spec.removeprefix("bundled:") if spec.startswith("bundled:") else Path(spec).name or spec
+
+
 @app.command(name="eval")
 def evaluate(
     defender: Annotated[
@@ -231,57 +246,52 @@ def evaluate(
     ] = "bundled:smollm2-135m-instruct",
     lora: Annotated[Path | None, typer.Option(help="A saved LoRA adapter to apply to --defender.")] = None,
     harmful: Annotated[
-        str, typer.Option(help="Harmful prompt set: bundled:NAME, file, hf:NAME.")
-    ] = "bundled:harmbench",
-    benign: Annotated[str, typer.Option(help="Benign prompt set for over-refusal.")] = "bundled:overrefusal",
+        list[str] | None,
+        typer.Option(help="Harmful prompt set (repeatable): bundled:NAME, a file, hf:NAME. Default bundled:harmbench."),
+    ] = None,
+    benign: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Benign set for over-refusal (repeatable). Default bundled:overrefusal (benign-but-edgy, XSTest "
+            "style) and bundled:benign."
+        ),
+    ] = None,
     judge_spec: Annotated[
-        str, typer.Option("--judge", "-j", help="Judge spec (the refusal matcher always runs too).")
-    ] = "bundled",
+        list[str] | None,
+        typer.Option("--judge", "-j", help="Judge spec (repeatable; the refusal matcher always runs too)."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many prompts per set.")] = 100,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
+    system: Annotated[str | None, typer.Option(help="System prompt for the defender.")] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
 ) -> None:
-    """ASR of a defender on harmful prompts (judge and refusal matcher) and over-refusal on benign ones."""
+    """ASR by each judge on each harmful set and over-refusal on each benign set, with bootstrap 95% intervals."""
     try:
         import json
 
-        from rich.table import Table
-
         from sparring.data import load_prompt_set
-        from sparring.evaluate import evaluate_defender
+        from sparring.evaluate import evaluate_sets, results_table
         from sparring.judges import RefusalJudge, load_judge
-        from sparring.models import load_adapter, load_model
+        from sparring.models import load_adapter
 
+        harmful_specs = harmful or ["bundled:harmbench"]
+        benign_specs = benign if benign is not None else ["bundled:overrefusal", "bundled:benign"]
         with console.status(f"loading {defender}"):
-            if (Path(defender) / "config.yaml").exists():
-                from sparring.game import load_run_player
-
-                loaded = load_run_player(Path(defender), "defender")
-            else:
-                loaded = load_model(defender)
+            loaded = _load_model_or_run(defender, "defender")
             if lora is not None:
                 loaded.model = load_adapter(loaded.model, lora)
-            scorer = load_judge(judge_spec)
-        harmful_prompts = load_prompt_set(harmful)[:limit]
-        benign_prompts = load_prompt_set(benign)[:limit]
-        with console.status(f"answering {len(harmful_prompts) + len(benign_prompts)} prompts"):
-            result = evaluate_defender(
-                loaded.model,
-                loaded.tokenizer,
-                {judge_spec: scorer, "refusal": RefusalJudge()},
-                harmful_prompts,
-                benign_prompts,
-                max_new_tokens,
+            judges = {spec: load_judge(spec) for spec in judge_spec or ["bundled"]}
+            judges["refusal"] = RefusalJudge()
+        harmful_sets = {_set_name(spec): load_prompt_set(spec)[:limit] for spec in harmful_specs}
+        benign_sets = {_set_name(spec): load_prompt_set(spec)[:limit] for spec in benign_specs}
+        total = sum(map(len, [*harmful_sets.values(), *benign_sets.values()]))
+        with console.status(f"answering {total} prompts"):
+            result = evaluate_sets(
+                loaded.model, loaded.tokenizer, judges, harmful_sets, benign_sets, max_new_tokens, system
             )
-        table = Table(title=f"{defender} on {harmful} / {benign}")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for name, value in result["asr"].items():
-            table.add_row(f"ASR ({name})", f"{value:.3f}")
-        table.add_row("over-refusal (benign)", f"{result['over_refusal']:.3f}")
-        out.print(table)
+        out.print(results_table(result, f"{defender}: ASR and over-refusal, 95% bootstrap intervals"))
         if json_file is not None:
-            json_file.write_text(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
+            json_file.write_text(json.dumps({"defender": defender, **result}, indent=2, ensure_ascii=False))
             console.print(f"wrote {json_file}")
     except SparringError as error:
         _fail(error)

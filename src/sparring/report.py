@@ -110,14 +110,18 @@ def build_report(run_dirs: list[Path], output: Path, samples: int = 30) -> Path:
         svg = svg[svg.index("<svg") :]  # drop the XML prolog and doctype
         figures.append(f'<figure class="plot" data-metric="{_e(key)}">{svg}</figure>')
 
-    table = ["<table><tr><th>run</th><th>evaluation</th><th>ASR by judge</th><th>over-refusal</th></tr>"]
+    def rate(value: float, interval: list | None) -> str:
+        return f"{value:.3f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
+    table = [
+        "<table><tr><th>run</th><th>evaluation</th><th>ASR by judge [95% CI]</th><th>over-refusal [95% CI]</th></tr>"
+    ]
     for run in runs:
         for label, result in run["eval"].items():
-            asr = ", ".join(f"{_e(k)} {v:.3f}" for k, v in result.get("asr", {}).items())
-            table.append(
-                f"<tr><td>{_e(run['name'])}</td><td>{_e(label)}</td><td>{asr}</td>"
-                f"<td>{result.get('over_refusal', float('nan')):.3f}</td></tr>"
-            )
+            ci = result.get("ci", {})
+            asr = ", ".join(f"{_e(k)} {rate(v, ci.get(f'asr/{k}'))}" for k, v in result.get("asr", {}).items())
+            refused = rate(result.get("over_refusal", float("nan")), ci.get("over_refusal"))
+            table.append(f"<tr><td>{_e(run['name'])}</td><td>{_e(label)}</td><td>{asr}</td><td>{refused}</td></tr>")
     table.append("</table>")
 
     attack_rows = []
