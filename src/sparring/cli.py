@@ -298,6 +298,133 @@ def evaluate(
 
 
 @app.command()
+def redteam(
+    attacker: Annotated[
+        str, typer.Option("--attacker", "-a", help="A run directory (its trained attacker) or any model spec.")
+    ] = "bundled:smollm2-135m-instruct",
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target", "-t", help="Target model spec or run directory (repeatable). Default: the bundled model."
+        ),
+    ] = None,
+    seeds: Annotated[str, typer.Option(help="Seed behaviours the attacker rewrites.")] = "bundled:harmbench",
+    n: Annotated[int, typer.Option("--n", min=2, help="Number of attacks (one per seed).")] = 64,
+    judge_spec: Annotated[
+        list[str] | None, typer.Option("--judge", "-j", help="Judge spec (repeatable; the refusal matcher runs too).")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the numbers and the attacks to this file.")
+    ] = None,
+) -> None:
+    """Transfer ASR of an attacker's prompts against target models, and the prompts' diversity (paper Table 2)."""
+    try:
+        import json
+
+        from rich.table import Table
+
+        from sparring.config import GameConfig, load_config
+        from sparring.data import load_prompt_set
+        from sparring.display import safe_text
+        from sparring.diversity import load_embedder
+        from sparring.judges import RefusalJudge, load_judge
+        from sparring.redteam import diversity, pick_seeds, transfer, write_attacks
+
+        is_run = (Path(attacker) / "config.yaml").exists()
+        settings = (load_config(Path(attacker) / "config.yaml") if is_run else GameConfig()).attacker
+        with console.status(f"loading the attacker {attacker}"):
+            writer = _load_model_or_run(attacker, "attacker")
+        chosen = pick_seeds(load_prompt_set(seeds), n, seed)
+        with console.status(f"writing {len(chosen)} attacks"):
+            attacks = write_attacks(writer.model, writer.tokenizer, settings, chosen, seed)
+        del writer
+        with console.status("loading judges and targets"):
+            judges = {spec: load_judge(spec) for spec in judge_spec or ["bundled"]}
+            judges["refusal"] = RefusalJudge()
+            targets = {}
+            for spec in target or ["bundled:smollm2-135m-instruct"]:
+                loaded = _load_model_or_run(spec, "defender")
+                targets[spec] = (loaded.model, loaded.tokenizer)
+        with console.status(f"{len(targets)} target(s) answering {len(attacks)} attacks"):
+            results = transfer(attacks, targets, judges, max_new_tokens)
+            spread = diversity(attacks, load_embedder())
+        table = Table(title=safe_text(f"attacks by {attacker} on {seeds}: transfer ASR, 95% bootstrap intervals"))
+        table.add_column("target")
+        names = list(judges)
+        for name in names:
+            table.add_column(safe_text(f"ASR ({name})"), justify="right")
+        for spec, entry in results.items():
+            cells = [
+                f"{entry['asr'][j]['value']:.3f} [{entry['asr'][j]['ci'][0]:.2f}, {entry['asr'][j]['ci'][1]:.2f}]"
+                for j in names
+            ]
+            table.add_row(safe_text(spec), *cells)
+        out.print(table)
+        out.print(
+            f"diversity of the {len(attacks)} attacks: 1 - SelfBLEU {spread['one_minus_self_bleu']:.3f}, "
+            f"embedding diversity {spread['embedding_diversity']:.3f}, {spread['distinct']} distinct",
+            markup=False,
+        )
+        if json_file is not None:
+            payload = {"attacker": attacker, "seeds": seeds, "targets": results, "diversity": spread}
+            payload["attacks"] = [{"seed": s, "attack": a} for s, a in zip(chosen, attacks, strict=True)]
+            json_file.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+            console.print(f"wrote {json_file}")
+    except SparringError as error:
+        _fail(error)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exploit(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    steps: Annotated[int, typer.Option(min=1, help="Training budget of the fresh player, in game steps.")] = 20,
+    side: Annotated[
+        str, typer.Option(help="attacker: fresh attacker vs the frozen defender; defender: the symmetric half.")
+    ] = "attacker",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Train a fresh best response against the run's frozen final player and report the ASR it reaches.
+    Extra arguments are dotted overrides for the exploit game (e.g. attacker.rl.lr=5e-4)."""
+    try:
+        import json
+
+        from rich.table import Table
+
+        from sparring.exploit import exploit_config, exploitability
+        from sparring.game import Game
+        from sparring.progress import GameDisplay
+
+        if side not in ("attacker", "defender"):
+            raise SparringError(f"--side must be attacker or defender, not '{side}'")
+        cfg = exploit_config(run, side, steps, list(ctx.args))  # type: ignore[arg-type]
+        run_dir = run / f"exploit-{side}"
+        resume = (run_dir / "config.yaml").exists()
+        display = GameDisplay(cfg, mode="quiet" if quiet else "live", console=console, out=out)
+        with display:
+            summary = Game(cfg, run_dir, on_event=display.event).play(resume=resume)
+        result = {"run": str(run), "side": side, **exploitability(run_dir, cfg.judge.threshold)}
+        if side == "defender":
+            result["fresh_defender_eval"] = summary.get("eval", {})
+        (run_dir / "exploit.json").write_text(json.dumps(result, indent=2))
+        table = Table(title=f"exploitability of {run.name} ({side} side, {steps} steps)")
+        table.add_column("attacker success vs the " + ("frozen defender" if side == "attacker" else "fresh defender"))
+        table.add_column("ASR [95% CI]", justify="right")
+        for label in ("asr_first_third", "asr_last_third"):
+            r = result[label]
+            table.add_row(
+                label.replace("asr_", "").replace("_", " ") + " of the budget",
+                f"{r['value']:.3f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]",
+            )
+        out.print(table)
+        console.print(f"wrote {run_dir / 'exploit.json'}")
+    except SparringError as error:
+        _fail(error)
+
+
+@app.command()
 def report(
     runs: Annotated[list[Path], typer.Argument(help="One or more run directories.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file; default RUN/report.html.")] = None,

@@ -57,6 +57,11 @@ class PlayerConfig(_Strict):
         2, ge=1, description="k samples per prompt in this player's own stages (RLOO group)."
     )
     system_prompt: str | None = Field(None, description="System message for this player's chat prompts.")
+    init_from: Path | None = Field(
+        None,
+        description="Start from this player of a run directory (its latest checkpoint) instead of model.spec; "
+        "no warm-up. Used by `sparring exploit` to freeze a trained player.",
+    )
 
 
 class AttackerRLConfig(PlayerRLConfig):
@@ -139,10 +144,10 @@ class RunConfig(_Strict):
 class GameConfig(_Strict):
     """The whole GPO game."""
 
-    mode: Literal["gpo", "gpo-nodiv", "rlhf", "redteam"] = Field(
+    mode: Literal["gpo", "gpo-nodiv", "rlhf", "redteam", "defend"] = Field(
         "gpo",
         description="gpo; gpo-nodiv (diversity weights 0); rlhf (defender on static prompts); "
-        "redteam (attacker against a frozen defender).",
+        "redteam (attacker against a frozen defender); defend (defender against a frozen attacker).",
     )
     attacker: AttackerConfig = Field(default_factory=AttackerConfig)
     defender: PlayerConfig = Field(default_factory=PlayerConfig)
@@ -155,7 +160,7 @@ class GameConfig(_Strict):
 
     def stage(self, step: int) -> Literal["defender", "attacker"]:
         """Which player updates at ``step`` (0-based): D defender steps, A attacker steps, repeated."""
-        if self.mode == "rlhf":
+        if self.mode in ("rlhf", "defend"):
             return "defender"
         if self.mode == "redteam":
             return "attacker"

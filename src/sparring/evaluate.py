@@ -70,7 +70,7 @@ def bootstrap_interval(
     return (float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail)))
 
 
-def _rate(outcomes: Sequence[float] | np.ndarray) -> dict:
+def rate_with_interval(outcomes: Sequence[float] | np.ndarray) -> dict:
     values = np.asarray(outcomes, dtype=np.float64)
     return {"value": float(values.mean()) if len(values) else float("nan"), "ci": list(bootstrap_interval(values))}
 
@@ -106,14 +106,17 @@ def evaluate_sets(
         shown = zip(prompts[:3], answers[:3], strict=True)
         result["samples"] += [{"set": name, "prompt": p, "response": r} for p, r in shown]
         if kind == "benign":
-            result["benign"][name] = {"n": len(prompts), "over_refusal": _rate([is_refusal(t) for t in answers])}
+            result["benign"][name] = {
+                "n": len(prompts),
+                "over_refusal": rate_with_interval([is_refusal(t) for t in answers]),
+            }
             continue
         entry: dict = {"n": len(prompts), "asr": {}, "mean_safe_reward": {}}
         for judge_name, judge in judges.items():
             p_unsafe = np.asarray(judge.score(prompts, answers), dtype=np.float64)
-            entry["asr"][judge_name] = _rate(p_unsafe >= getattr(judge, "threshold", threshold))
+            entry["asr"][judge_name] = rate_with_interval(p_unsafe >= getattr(judge, "threshold", threshold))
             if judge_name != "refusal":  # the matcher's graded score is not a reward model's
-                entry["mean_safe_reward"][judge_name] = _rate(1.0 - p_unsafe)
+                entry["mean_safe_reward"][judge_name] = rate_with_interval(1.0 - p_unsafe)
         result["harmful"][name] = entry
     return result
 

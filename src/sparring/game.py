@@ -128,7 +128,10 @@ class Game:
         warmed = (self.run_dir / "warmup" / role / "complete.json").exists()
         torch.manual_seed(step_seed(self.config.run.seed, 0, f"init/{role}/{warmed}"))
         settings = getattr(self.config, role)
-        model, tokenizer = player_model(settings, self.run_dir / "warmup" / role)
+        if settings.init_from is not None:
+            model, tokenizer = frozen_start(settings, role)
+        else:
+            model, tokenizer = player_model(settings, self.run_dir / "warmup" / role)
         critic = None
         if settings.rl.algo == "ppo" and settings.rl.critic_model:
             critic = load_model(
@@ -231,7 +234,7 @@ class Game:
         attacker turns template(seed) into another seed. Reported as its own stage."""
         cfg, w = self.config, self.config.warmup
         did = False
-        if w.defender_steps and cfg.mode != "redteam":
+        if w.defender_steps and cfg.mode != "redteam" and cfg.defender.init_from is None:
             self.emit("status", {"text": "warm-up: defender SFT"})
             tok = self.defender.tokenizer
             rng = random.Random(f"{cfg.run.seed}/warmup")
@@ -255,7 +258,7 @@ class Game:
                 "warmup", {"player": "defender", "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1]}
             )
             did = True
-        if w.attacker_steps and self.attacker is not None:
+        if w.attacker_steps and self.attacker is not None and cfg.attacker.init_from is None:
             self.emit("status", {"text": "warm-up: attacker SFT"})
             tok = self.attacker.tokenizer
             rng = random.Random(f"{cfg.run.seed}/warmup-attacker")
@@ -503,6 +506,19 @@ def player_model(settings, warm: Path):
         return base.model, base.tokenizer
     merged = load_adapter(base.model, warm).merge_and_unload()
     return add_lora(merged, settings.model.lora), base.tokenizer
+
+
+def frozen_start(settings, role: str):
+    """A player taken from another run (``init_from``): that run's model merged, with a fresh adapter,
+    so its weights are this game's start and reference."""
+    source = Path(settings.init_from)
+    if not (source / "config.yaml").exists():
+        raise SparringError(f"{role}.init_from: '{source}' is not a run directory (no config.yaml)")
+    loaded = load_run_player(source, role)
+    model = loaded.model.merge_and_unload() if hasattr(loaded.model, "merge_and_unload") else loaded.model
+    if settings.model.lora is not None:
+        model = add_lora(model, settings.model.lora)
+    return model, loaded.tokenizer
 
 
 def restore_weights(model, folder: Path) -> None:

@@ -1,0 +1,69 @@
+"""The paper's measurements on tiny models: redteam transfer + diversity, exploitability both sides."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sparring.cli import app
+from tests.test_game import TINY
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    args = ["train", "--quiet", *TINY, f"run.dir={root}", "run.name=base", "schedule.steps=2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return root / "base"
+
+
+def test_redteam_reports_transfer_asr_per_target_and_diversity(finished_run, tmp_path):
+    out = tmp_path / "rt.json"
+    args = ["redteam", "--attacker", str(finished_run), "--target", str(finished_run), "--target", "tiny"]
+    args += ["--judge", "refusal", "--n", "5", "--max-new-tokens", "4", "--json", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert set(data["targets"]) == {str(finished_run), "tiny"}
+    for entry in data["targets"].values():
+        rate = entry["asr"]["refusal"]
+        assert entry["n"] == 5 and rate["ci"][0] <= rate["value"] <= rate["ci"][1]
+    assert 0.0 <= data["diversity"]["one_minus_self_bleu"] <= 1.0 and len(data["attacks"]) == 5
+    assert "1 - SelfBLEU" in result.stdout
+
+
+def test_exploit_attacker_side_freezes_the_defender_and_reports_asr(finished_run):
+    import torch
+
+    from sparring.config import load_config
+    from sparring.game import Game, load_run_player
+
+    result = CliRunner().invoke(app, ["exploit", str(finished_run), "--steps", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    exploit_dir = finished_run / "exploit-attacker"
+    data = json.loads((exploit_dir / "exploit.json").read_text())
+    assert data["steps"] == 2 and 0.0 <= data["asr_last_third"]["value"] <= 1.0
+    cfg = load_config(exploit_dir / "config.yaml")
+    assert cfg.mode == "redteam" and cfg.defender.init_from == finished_run
+    # the frozen defender answers exactly like the run's final defender
+    game = Game(cfg, exploit_dir)
+    game._restore()
+    original = load_run_player(finished_run, "defender").model
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.allclose(game.defender.model(ids).logits, original(ids).logits, atol=1e-5)
+
+
+def test_exploit_defender_side_trains_a_fresh_defender(finished_run):
+    result = CliRunner().invoke(app, ["exploit", str(finished_run), "--steps", "2", "--side", "defender", "-q"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((finished_run / "exploit-defender" / "exploit.json").read_text())
+    assert data["side"] == "defender" and "end" in data["fresh_defender_eval"]
+
+
+def test_exploit_names_a_missing_run(tmp_path):
+    result = CliRunner().invoke(app, ["exploit", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "is not a run directory" in result.output
