@@ -67,3 +67,20 @@ def test_exploit_defender_side_trains_a_fresh_defender(finished_run):
 def test_exploit_names_a_missing_run(tmp_path):
     result = CliRunner().invoke(app, ["exploit", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "is not a run directory" in result.output
+
+
+def test_experiments_trains_each_mode_and_writes_both_tables(tmp_path):
+    folder = tmp_path / "exp"
+    args = ["experiments", "--dir", str(folder), "--eval-size", "3", "--attacks", "3", "-q", *TINY]
+    args += ["schedule.steps=2", "judge.spec=refusal", "data.harmful_seeds=bundled:advbench"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((folder / "comparison.json").read_text())
+    assert set(data["table1"]) == {"start (untrained)", "gpo", "gpo-nodiv", "rlhf"}
+    assert set(data["table2"]) == {"seeds themselves", "gpo", "gpo-nodiv"}
+    table = (folder / "comparison.md").read_text()
+    assert "| rlhf |" in table and "1 - SelfBLEU" in table
+    # a second call reuses the finished runs instead of training again
+    mtime = (folder / "gpo" / "summary.json").stat().st_mtime
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (folder / "gpo" / "summary.json").stat().st_mtime == mtime

@@ -150,7 +150,10 @@ def test_resume_before_any_checkpoint_starts_over(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["defender.lora.rank=16"], "defender.lora: no such field (allowed: init_from, model, rl, samples_per_prompt, sampling"),
+        (
+            ["defender.lora.rank=16"],
+            "defender.lora: no such field (allowed: init_from, model, rl, samples_per_prompt, sampling",
+        ),
         (["schedule.steps=zero"], "schedule.steps: Input should be a valid integer"),
         (["schedule.steps=0"], "schedule.steps: Input should be greater than or equal to 1"),
         (["mode=chess"], "mode: Input should be 'gpo', 'gpo-nodiv', 'rlhf', 'redteam' or 'defend'"),

@@ -424,6 +424,50 @@ def exploit(
         _fail(error)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def experiments(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config shared by every mode.")] = None,
+    folder: Annotated[Path, typer.Option("--dir", help="Where the runs and the comparison go.")] = Path(
+        "runs/experiments"
+    ),
+    modes: Annotated[str, typer.Option(help="Comma-separated modes to compare.")] = "gpo,gpo-nodiv,rlhf",
+    eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts per evaluation set.")] = 80,
+    attacks: Annotated[int, typer.Option(min=2, help="Attacks each attacker writes for Table 2.")] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display while training.")] = False,
+) -> None:
+    """Train GPO, GPO without diversity and RLHF with the same budget and seed, then write the paper's
+    Tables 1 and 2 (with 95% intervals) to DIR/comparison.md. Finished runs in DIR are reused.
+    Extra arguments are dotted overrides for every run, e.g. schedule.steps=20."""
+    try:
+        from sparring.config import load_config
+        from sparring.experiments import MODES, compare, train_all
+        from sparring.game import Game
+        from sparring.progress import GameDisplay
+
+        chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+        unknown = [m for m in chosen if m not in MODES]
+        if unknown or not chosen:
+            raise SparringError(
+                f"--modes: unknown mode(s) {unknown or modes!r}", hint=f"choose from {', '.join(MODES)}"
+            )
+        base = load_config(config, list(ctx.args))
+
+        def play(cfg, run_dir: Path, resume: bool) -> None:
+            console.print(f"[bold]{cfg.mode}[/]: {'resuming' if resume else 'training'} {run_dir}")
+            display = GameDisplay(cfg, mode="quiet" if quiet else "live", console=console, out=out)
+            with display:
+                Game(cfg, run_dir, on_event=display.event).play(resume=resume)
+
+        train_all(base, folder, chosen, play)
+        with console.status("evaluating every defender and attacker on the same held-out sets"):
+            compare(base, folder, chosen, eval_size, attacks)
+        out.print((folder / "comparison.md").read_text(), markup=False, highlight=False)
+        console.print(f"wrote {folder / 'comparison.md'} and {folder / 'comparison.json'}")
+    except SparringError as error:
+        _fail(error)
+
+
 @app.command()
 def report(
     runs: Annotated[list[Path], typer.Argument(help="One or more run directories.")],

@@ -112,8 +112,8 @@ class Game:
         self.embed = load_embedder(cfg.diversity.embedder)
         self.seeds = data_sources.load_prompt_set(cfg.data.harmful_seeds)
         self.benign = data_sources.load_prompt_set(cfg.data.benign) if cfg.data.benign_per_step else []
-        self.eval_harmful = self._eval_subset(cfg.data.eval_harmful, exclude=set(self.seeds))
-        self.eval_benign = self._eval_subset(cfg.data.eval_benign, exclude=set(self.benign))
+        self.eval_harmful = held_out(cfg.data.eval_harmful, set(self.seeds), cfg.data.eval_size, cfg.run.seed)
+        self.eval_benign = held_out(cfg.data.eval_benign, set(self.benign), cfg.data.eval_size, cfg.run.seed)
         self.bleu_index = SelfBleuIndex(cfg.diversity.window)
         self.emb_history = EmbeddingHistory(cfg.diversity.window)
         self.metrics_log = JsonlLog(run_dir / "metrics.jsonl")
@@ -147,14 +147,6 @@ class Game:
         player.model.save_pretrained(warm, safe_serialization=True)
         (warm / "complete.json").write_text("{}")
         setattr(self, role, self._build(role))
-
-    def _eval_subset(self, spec: str, exclude: set[str]) -> list[str]:
-        """Held-out prompts: never a training seed; a fixed-seed sample of eval_size."""
-        prompts = [p for p in data_sources.load_prompt_set(spec) if p not in exclude]
-        if not prompts:
-            raise SparringError(f"every prompt of {spec} is also a training prompt", hint="choose a disjoint eval set")
-        rng = random.Random(f"{self.config.run.seed}/eval/{spec}")
-        return rng.sample(prompts, min(self.config.data.eval_size, len(prompts)))
 
     # -------------------------------------------------------------------------------------- run
 
@@ -506,6 +498,14 @@ def player_model(settings, warm: Path):
         return base.model, base.tokenizer
     merged = load_adapter(base.model, warm).merge_and_unload()
     return add_lora(merged, settings.model.lora), base.tokenizer
+
+
+def held_out(spec: str, exclude: set[str], size: int, seed: int) -> list[str]:
+    """Held-out prompts: never a training prompt; a fixed-seed sample of ``size``."""
+    prompts = [p for p in data_sources.load_prompt_set(spec) if p not in exclude]
+    if not prompts:
+        raise SparringError(f"every prompt of {spec} is also a training prompt", hint="choose a disjoint eval set")
+    return random.Random(f"{seed}/eval/{spec}").sample(prompts, min(size, len(prompts)))
 
 
 def frozen_start(settings, role: str):
