@@ -37,6 +37,8 @@ def run_dir(tmp_path_factory):
             )
             + "\n"
         )
+    exploited = CliRunner().invoke(app, ["exploit", str(root / "r"), "--steps", "2", "-q"])
+    assert exploited.exit_code == 0, exploited.output
     return root / "r"
 
 
@@ -50,6 +52,8 @@ def test_report_is_self_contained_and_escaped(run_dir):
         assert reference not in page  # nothing loaded from outside
     assert page.count('<figure class="plot"') >= 5
     assert (run_dir / "report_plots" / "asr.png").stat().st_size > 1000
+    assert "<h2>Exploitability</h2>" in page and 'data-metric="exploitability"' in page
+    assert (run_dir / "report_plots" / "exploitability.png").stat().st_size > 1000
     assert json.loads((run_dir / "attacks.jsonl").read_text().splitlines()[-1])["prompt"] == PAYLOAD  # lossless
 
 

@@ -110,6 +110,38 @@ def build_report(run_dirs: list[Path], output: Path, samples: int = 30) -> Path:
         svg = svg[svg.index("<svg") :]  # drop the XML prolog and doctype
         figures.append(f'<figure class="plot" data-metric="{_e(key)}">{svg}</figure>')
 
+    # Exploitability: exploit runs (`sparring exploit`) found inside the given run directories.
+    exploits = [
+        {**load_run(e), "name": f"{d.name} / {e.name}", "result": json.loads((e / "exploit.json").read_text())}
+        for d in run_dirs
+        for e in sorted(d.glob("exploit-*"))
+        if (e / "exploit.json").exists() and (e / "metrics.jsonl").exists()
+    ]
+    exploit_rows = []
+    if exploits:
+        fig, plt = _figure(exploits, "asr", "exploitability: attacker success vs the frozen/fresh player, per step")
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg")
+        fig.savefig(png_dir / "exploitability.png", format="png")
+        plt.close(fig)
+        svg = buffer.getvalue()
+        figures.append(f'<figure class="plot" data-metric="exploitability">{svg[svg.index("<svg") :]}</figure>')
+        for e in exploits:
+            first, last = e["result"]["asr_first_third"], e["result"]["asr_last_third"]
+            exploit_rows.append(
+                f"<tr><td>{_e(e['name'])}</td><td>{_e(e['result'].get('side'))}</td><td>{e['result']['steps']}</td>"
+                f"<td>{first['value']:.3f} [{first['ci'][0]:.2f}, {first['ci'][1]:.2f}]</td>"
+                f"<td>{last['value']:.3f} [{last['ci'][0]:.2f}, {last['ci'][1]:.2f}]</td></tr>"
+            )
+    exploit_table = (
+        "<h2>Exploitability</h2><table><tr><th>exploit run</th><th>fresh player</th><th>steps</th>"
+        "<th>attacker ASR, first third [95% CI]</th><th>attacker ASR, last third [95% CI]</th></tr>"
+        + "".join(exploit_rows)
+        + "</table>"
+        if exploit_rows
+        else ""
+    )
+
     def rate(value: float, interval: list | None) -> str:
         return f"{value:.3f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
 
@@ -158,6 +190,7 @@ pre {{ white-space: pre-wrap; word-break: break-word; max-width: 40em; margin: 0
 <span style="color:{STAGE_COLOURS["attacker"]}">attacker</span>).</p>
 <h2>Held-out evaluations</h2>
 {"".join(table)}
+{exploit_table}
 <h2>Training curves</h2>
 <div class="plots">{"".join(figures)}</div>
 <h2>Attacks (last {samples} per run)</h2>
