@@ -196,6 +196,11 @@ def train(
                     f"run directory '{run_dir}' already holds a run",
                     hint=f"resume it with --resume {run_dir}, or choose another run.name",
                 )
+        import os
+
+        if int(os.environ.get("RANK", "0")) != 0:  # a data-parallel launch: rank 0 alone reports
+            Game(cfg, run_dir).play(resume=resume is not None)
+            return
         display = GameDisplay(
             cfg, mode="json" if json_output else "quiet" if quiet else "live", console=console, out=out
         )

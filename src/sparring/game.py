@@ -30,6 +30,7 @@ from safetensors.torch import load_model as load_safetensors_model
 
 from sparring import data as data_sources
 from sparring.config import GameConfig, dump_config
+from sparring.distributed import Distributed
 from sparring.diversity import EmbeddingHistory, SelfBleuIndex, load_embedder, self_bleu_within
 from sparring.errors import SparringError
 from sparring.evaluate import evaluate_defender
@@ -100,8 +101,11 @@ class Game:
     def __init__(self, config: GameConfig, run_dir: Path, on_event: Callable[[str, dict], None] | None = None) -> None:
         self.config = config
         self.run_dir = run_dir
-        self.emit = on_event or (lambda kind, payload: None)
-        check_writable(run_dir)
+        self.dist = Distributed()  # one process, or this rank of a data-parallel launch
+        self.emit = (on_event if self.dist.is_main else None) or (lambda kind, payload: None)
+        if self.dist.is_main:
+            check_writable(run_dir)
+        self.dist.barrier()
         cfg = config
         self.emit("status", {"text": "loading players"})
         self.attacker = self._build("attacker") if cfg.mode != "rlhf" else None
@@ -137,15 +141,17 @@ class Game:
             critic = load_model(
                 settings.model.model_copy(update={"spec": settings.rl.critic_model, "lora": None})
             ).model
-        return Player(model, tokenizer, settings.rl, settings.sampling.temperature, critic=critic)
+        return Player(model, tokenizer, settings.rl, settings.sampling.temperature, critic=critic, dist=self.dist)
 
     def _rebase(self, role: str) -> None:
         """After warm-up the SFT model becomes the player's start and frozen reference, as in the paper."""
         player = getattr(self, role)
         warm = self.run_dir / "warmup" / role
-        warm.mkdir(parents=True, exist_ok=True)
-        player.model.save_pretrained(warm, safe_serialization=True)
-        (warm / "complete.json").write_text("{}")
+        if self.dist.is_main:  # every rank trained the same warm-up; one writes it
+            warm.mkdir(parents=True, exist_ok=True)
+            player.model.save_pretrained(warm, safe_serialization=True)
+            (warm / "complete.json").write_text("{}")
+        self.dist.barrier()
         setattr(self, role, self._build(role))
 
     # -------------------------------------------------------------------------------------- run
@@ -158,7 +164,8 @@ class Game:
         if resume:
             self._restore()
         else:
-            atomic_write(self.run_dir / "config.yaml", dump_config(cfg))
+            if self.dist.is_main:
+                atomic_write(self.run_dir / "config.yaml", dump_config(cfg))
             evals = {}
             if cfg.run.eval_at_start:
                 evals["start"] = self.evaluate("start")
@@ -170,9 +177,10 @@ class Game:
         with StopSignals() as stop:
             for step in range(self.start_step, cfg.schedule.steps):
                 result = self.step(step)
-                self.metrics_log.append([result.metrics])
-                self.attacks_log.append(result.attacks)
-                self.tracker.log(step, result.metrics)
+                if self.dist.is_main:
+                    self.metrics_log.append([result.metrics])
+                    self.attacks_log.append(result.attacks)
+                    self.tracker.log(step, result.metrics)
                 self.emit("step", result.metrics)
                 skipped_in_a_row = skipped_in_a_row + 1 if result.metrics.get("skipped") else 0
                 if skipped_in_a_row >= cfg.run.max_skipped_updates:
@@ -187,16 +195,20 @@ class Game:
                     self.save_checkpoint(step + 1)
                 if stop.requested:
                     raise Interrupted(step + 1, self.run_dir)
-        evals = self._read_eval()
-        if cfg.run.eval_at_end and "end" not in evals:
-            evals["end"] = self.evaluate("end")
-            self._write_eval(evals)
-        self.tracker.close()
-        summary = summarise(self.metrics_log.read(), evals)
-        atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2))
-        return summary
+        if self.dist.is_main:
+            evals = self._read_eval()
+            if cfg.run.eval_at_end and "end" not in evals:
+                evals["end"] = self.evaluate("end")
+                self._write_eval(evals)
+            self.tracker.close()
+            summary = summarise(self.metrics_log.read(), evals)
+            atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        self.dist.barrier()
+        return json.loads((self.run_dir / "summary.json").read_text())
 
     def evaluate(self, label: str) -> dict:
+        if not self.dist.is_main:  # rank 0 evaluates; the others' copies are identical
+            return {}
         self.emit("status", {"text": f"evaluating the defender ({label})"})
         start = time.perf_counter()
         result = evaluate_defender(
@@ -213,7 +225,8 @@ class Game:
         return result
 
     def _write_eval(self, evals: dict) -> None:
-        atomic_write(self.run_dir / "eval.json", json.dumps(evals, indent=2, ensure_ascii=False))
+        if self.dist.is_main:
+            atomic_write(self.run_dir / "eval.json", json.dumps(evals, indent=2, ensure_ascii=False))
 
     def _read_eval(self) -> dict:
         path = self.run_dir / "eval.json"
@@ -286,7 +299,8 @@ class Game:
 
         # 1. seeds -> attack prompts
         n_seeds = cfg.data.attacker_seeds_per_step if stage == "attacker" else cfg.data.seeds_per_step
-        seeds = rng.sample(self.seeds, min(n_seeds, len(self.seeds)))
+        seeds = self.dist.shard(rng.sample(self.seeds, min(n_seeds, len(self.seeds))))
+        rank = f"/rank{self.dist.rank}" if self.dist.active else ""  # each process samples its own
         attacker_gen: Generation | None = None
         k_a = cfg.attacker.samples_per_prompt if stage == "attacker" else 1
         if self.attacker is None:  # rlhf: the static prompts themselves
@@ -298,7 +312,7 @@ class Game:
                 self.attacker.tokenizer,
                 [self._attack_prompt(s) for s in attack_seeds],
                 cfg.attacker.sampling,
-                seed=step_seed(cfg.run.seed, step, "attacker"),
+                seed=step_seed(cfg.run.seed, step, "attacker" + rank),
             )
             attacks = [clean_attack(t) for t in attacker_gen.texts]
         lap("attacker_generation")
@@ -306,13 +320,14 @@ class Game:
         # 2. defender answers attacks (k_d each in its own stages) and, in its stages, benign prompts
         k_d = cfg.defender.samples_per_prompt if stage == "defender" else 1
         benign = rng.sample(self.benign, min(cfg.data.benign_per_step, len(self.benign))) if stage == "defender" else []
+        benign = self.dist.shard(benign)
         defender_inputs = [x for x in attacks for _ in range(k_d)] + [b for b in benign for _ in range(k_d)]
         defender_gen = generate(
             self.defender.model,
             self.defender.tokenizer,
             [chat_prompt(self.defender.tokenizer, x, cfg.defender.system_prompt) for x in defender_inputs],
             cfg.defender.sampling,
-            seed=step_seed(cfg.run.seed, step, "defender"),
+            seed=step_seed(cfg.run.seed, step, "defender" + rank),
         )
         n_attack_rows = len(attacks) * k_d
         responses = defender_gen.texts
@@ -325,12 +340,17 @@ class Game:
 
         # 4. diversity of the attacks against the history of all earlier attacks, then add them
         w_bleu, w_emb = cfg.diversity_weights
+        # Every process adds every process's attacks, in rank order, so all histories stay identical.
+        per_rank = self.dist.gather(attacks)
+        everyone = [a for part in per_rank for a in part]
+        mine = sum(len(part) for part in per_rank[: self.dist.rank])
         bleu = self.bleu_index.score(attacks)
-        embeddings = self.embed(attacks)
+        all_embeddings = self.embed(everyone)
+        embeddings = all_embeddings[mine : mine + len(attacks)]
         emb_sim = self.emb_history.score(embeddings)
         if self.attacker is not None:
-            self.bleu_index.add(attacks)
-            self.emb_history.add(embeddings)
+            self.bleu_index.add(everyone)
+            self.emb_history.add(all_embeddings)
         lap("diversity")
 
         # 5. rewards
@@ -387,6 +407,14 @@ class Game:
                     "attacker_reward": round(float(attacker_reward[i]), 6),
                 }
             )
+        if self.dist.active:  # rank 0 logs every process's rows and the mean of their numbers
+            rows = [r for part in self.dist.gather(rows) for r in part]
+            everyone_metrics = [m for part in self.dist.gather([metrics]) for m in part]
+            for key, value in metrics.items():
+                if isinstance(value, float) and key != "step":
+                    values = [m[key] for m in everyone_metrics if isinstance(m.get(key), float)]
+                    metrics[key] = float(np.mean(values)) if values else None
+            metrics["processes"] = self.dist.world
         return StepResult(metrics, rows)
 
     # -------------------------------------------------------------------------------------- checkpoints
@@ -420,15 +448,22 @@ class Game:
                 )
             (folder / "game.json").write_text(json.dumps({"step": step, "embedding_count": len(self.emb_history)}))
 
+        self.dist.check_in_sync(
+            {f"{n}.{k}": v for n, p in self.players().items() for k, v in p.trainable_state().items()}
+        )
         self.emit("status", {"text": f"checkpoint at step {step}"})
-        return self.checkpoints.write(step, writer)
+        folder = self.checkpoints.write(step, writer) if self.dist.is_main else self.checkpoints.folder / f"step-{step}"
+        self.dist.barrier()
+        return folder
 
     def _start_over(self) -> None:
         """Resume asked for, but the run died before its first checkpoint: clear its files and begin again."""
         self.emit("status", {"text": "no checkpoint yet: starting the run over"})
-        shutil.rmtree(self.run_dir / "warmup", ignore_errors=True)
-        for name in ("metrics.jsonl", "attacks.jsonl", "eval.json", "summary.json"):
-            (self.run_dir / name).unlink(missing_ok=True)
+        if self.dist.is_main:
+            shutil.rmtree(self.run_dir / "warmup", ignore_errors=True)
+            for name in ("metrics.jsonl", "attacks.jsonl", "eval.json", "summary.json"):
+                (self.run_dir / name).unlink(missing_ok=True)
+        self.dist.barrier()
         self.attacker = self._build("attacker") if self.config.mode != "rlhf" else None
         self.defender = self._build("defender")
 
@@ -453,8 +488,11 @@ class Game:
             player.kl_coef = state["kl_coef"]
             if player.kl_controller and state["kl_controller"]:
                 vars(player.kl_controller).update(state["kl_controller"])
-        self.metrics_log.truncate_to(step)
-        attacks = self.attacks_log.truncate_to(step)
+        if self.dist.is_main:
+            self.metrics_log.truncate_to(step)
+            self.attacks_log.truncate_to(step)
+        self.dist.barrier()
+        attacks = self.attacks_log.read()
         if self.attacker is not None:
             self.bleu_index.add([row["prompt"] for row in attacks])
             if self.config.diversity.window is not None:  # a window needs the embeddings themselves

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sparring import rl
+from sparring.distributed import Distributed
 from sparring.generation import Generation
 
 
@@ -128,8 +129,10 @@ class Player:
         config: RLConfig,
         temperature: float = 1.0,
         critic: PreTrainedModel | None = None,
+        dist: Distributed | None = None,
     ) -> None:
         self.model = model
+        self.dist = dist or Distributed()  # data parallelism: gradients averaged over processes
         # PPO's values come from a head on the policy's last hidden state, or on a separate critic model's.
         self.critic = critic if config.algo == "ppo" else None
         self.tokenizer = tokenizer
@@ -270,7 +273,8 @@ class Player:
         cfg = self.config
         start = time.perf_counter()
         advantages, returns, _ = self.advantages(batch)
-        if not (torch.isfinite(advantages).all() and torch.isfinite(batch.old_logprobs).all()):
+        finite = bool(torch.isfinite(advantages).all() and torch.isfinite(batch.old_logprobs).all())
+        if not self.dist.all_true(finite):
             return UpdateStats(skipped=True, extra={"skip_reason": "non-finite rewards or log-probs"})
         if cfg.algo != "ppo" and len(batch) % batch.group_size:
             raise ValueError("critic-free batches must hold whole groups")
@@ -354,6 +358,7 @@ class Player:
             sums["approx_kl"] += float(approx_kl.sum() / total_tokens)
             sums["entropy"] += float((entropy.detach() * mask).sum() / total_tokens)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.dist.average_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         if not math.isfinite(float(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
