@@ -55,6 +55,7 @@ def main() -> None:
                     do_sample=True,
                     temperature=1.0,
                     top_p=0.9,
+                    top_k=0,  # the model's generation config would add top-k 50; sample exactly as ours does
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=tok.eos_token_id,
                 )

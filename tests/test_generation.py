@@ -94,3 +94,17 @@ def test_real_model_answers_sensibly(smollm):
     prompt = chat_prompt(smollm.tokenizer, "What is the capital of France?")
     g = generate(smollm.model, smollm.tokenizer, [prompt], SamplingConfig(max_new_tokens=20, temperature=0))
     assert "Paris" in g.texts[0]
+
+
+def test_sample_draws_from_the_distribution_and_only_from_the_nucleus():
+    from sparring.generation import sample
+
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05]).repeat(20000, 1)
+    g = torch.Generator().manual_seed(0)
+    full = torch.bincount(sample(probs, 1.0, g), minlength=4).float() / 20000
+    assert torch.allclose(full, probs[0], atol=0.015)
+    nucleus = torch.bincount(sample(probs, 0.75, g), minlength=4).float() / 20000  # {0.5, 0.3} reach 0.75
+    assert nucleus[2:].sum() == 0 and abs(nucleus[0] - 0.5 / 0.8) < 0.015
+    flat = torch.full((4, 5000), 1 / 5000)  # the nucleus is wider than the first candidate set
+    drawn = sample(flat, 0.9, g)
+    assert drawn.shape == (4,) and bool((drawn < 5000).all())
