@@ -108,3 +108,13 @@ def test_sample_draws_from_the_distribution_and_only_from_the_nucleus():
     flat = torch.full((4, 5000), 1 / 5000)  # the nucleus is wider than the first candidate set
     drawn = sample(flat, 0.9, g)
     assert drawn.shape == (4,) and bool((drawn < 5000).all())
+
+
+def test_bf16_decoding_keeps_log_probs_close_to_fp32(tiny):
+    prompts = prompts_for(tiny.tokenizer, ["one", "two three four"])
+    fp32 = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=6, temperature=0), seed=0)
+    bf16 = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=6, temperature=0, bf16=True))
+    assert bf16.logprobs.dtype == torch.float32 and bf16.logprobs.shape[0] == 2
+    width = min(fp32.logprobs.shape[1], bf16.logprobs.shape[1])
+    same = (fp32.response_ids[:, :width] == bf16.response_ids[:, :width]).all(1)
+    assert torch.allclose(fp32.logprobs[same, :width], bf16.logprobs[same, :width], atol=0.1)

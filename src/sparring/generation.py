@@ -28,6 +28,11 @@ class SamplingConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     repetition_penalty: float = Field(1.0, gt=0, description="CTRL-style penalty on seen tokens; 1 = off.")
     batch_size: int = Field(64, ge=1, description="Sequences decoded together (memory bound).")
+    bf16: bool = Field(
+        False,
+        description="Decode under bf16 autocast (fast on GPUs and on CPUs with AMX/AVX512-BF16); log-probs then "
+        "carry bf16 rounding, so the update's first ratio is no longer exactly 1.",
+    )
 
 
 @dataclass
@@ -165,8 +170,11 @@ def generate(
     generator = torch.Generator(device=device).manual_seed(seed)
     parts = []
     try:
-        for start in range(0, len(prompts), cfg.batch_size):
-            parts.append(_generate_chunk(model, tokenizer, prompts[start : start + cfg.batch_size], cfg, generator))
+        # One autocast region for the whole call, so each weight is cast to bf16 once, not once per token.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            for start in range(0, len(prompts), cfg.batch_size):
+                chunk = prompts[start : start + cfg.batch_size]
+                parts.append(_generate_chunk(model, tokenizer, chunk, cfg, generator))
     finally:
         model.train(was_training)
     pad = tokenizer.pad_token_id
