@@ -334,6 +334,7 @@ def redteam(
         from sparring.data import load_prompt_set
         from sparring.display import safe_text
         from sparring.diversity import load_embedder
+        from sparring.evaluate import format_rate
         from sparring.judges import RefusalJudge, load_judge
         from sparring.redteam import diversity, pick_seeds, transfer, write_attacks
 
@@ -361,10 +362,7 @@ def redteam(
         for name in names:
             table.add_column(safe_text(f"ASR ({name})"), justify="right")
         for spec, entry in results.items():
-            cells = [
-                f"{entry['asr'][j]['value']:.3f} [{entry['asr'][j]['ci'][0]:.2f}, {entry['asr'][j]['ci'][1]:.2f}]"
-                for j in names
-            ]
+            cells = [format_rate(entry["asr"][j]) for j in names]
             table.add_row(safe_text(spec), *cells)
         out.print(table)
         out.print(
@@ -398,6 +396,7 @@ def exploit(
 
         from rich.table import Table
 
+        from sparring.evaluate import format_rate
         from sparring.exploit import exploit_config, exploitability
         from sparring.game import Game
         from sparring.progress import GameDisplay
@@ -418,11 +417,7 @@ def exploit(
         table.add_column("attacker success vs the " + ("frozen defender" if side == "attacker" else "fresh defender"))
         table.add_column("ASR [95% CI]", justify="right")
         for label in ("asr_first_third", "asr_last_third"):
-            r = result[label]
-            table.add_row(
-                label.replace("asr_", "").replace("_", " ") + " of the budget",
-                f"{r['value']:.3f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]",
-            )
+            table.add_row(label.replace("asr_", "").replace("_", " ") + " of the budget", format_rate(result[label]))
         out.print(table)
         console.print(f"wrote {run_dir / 'exploit.json'}")
     except SparringError as error:

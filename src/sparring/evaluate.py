@@ -152,7 +152,8 @@ def evaluate_defender(
     }
 
 
-def _cell(rate: dict) -> str:
+def format_rate(rate: dict) -> str:
+    """'0.125 [0.05, 0.22]': a rate and its 95% interval."""
     lo, hi = rate["ci"]
     return f"{rate['value']:.3f} [{lo:.2f}, {hi:.2f}]"
 
@@ -171,7 +172,7 @@ def results_table(result: dict, title: str):
         table.add_column(safe_text(f"ASR ({judge})"), justify="right")
     table.add_column("over-refusal", justify="right")
     for name, entry in result["harmful"].items():
-        table.add_row(safe_text(name), str(entry["n"]), *[_cell(entry["asr"][j]) for j in judges], "")
+        table.add_row(safe_text(name), str(entry["n"]), *[format_rate(entry["asr"][j]) for j in judges], "")
     for name, entry in result["benign"].items():
-        table.add_row(safe_text(name), str(entry["n"]), *["" for _ in judges], _cell(entry["over_refusal"]))
+        table.add_row(safe_text(name), str(entry["n"]), *["" for _ in judges], format_rate(entry["over_refusal"]))
     return table

@@ -15,7 +15,7 @@ from pathlib import Path
 from sparring.config import GameConfig
 from sparring.data import load_prompt_set
 from sparring.diversity import load_embedder
-from sparring.evaluate import evaluate_sets
+from sparring.evaluate import evaluate_sets, format_rate
 from sparring.game import held_out, load_run_player
 from sparring.judges import RefusalJudge, load_judge
 from sparring.models import load_model
@@ -75,10 +75,6 @@ def compare(base: GameConfig, folder: Path, modes: tuple[str, ...], eval_size: i
     return result
 
 
-def _cell(rate: dict) -> str:
-    return f"{rate['value']:.3f} [{rate['ci'][0]:.2f}, {rate['ci'][1]:.2f}]"
-
-
 def markdown(result: dict, judge: str) -> str:
     """The two tables as Markdown, intervals in brackets."""
     lines = [
@@ -90,9 +86,9 @@ def markdown(result: dict, judge: str) -> str:
     for name, res in result["table1"].items():
         h, b = res["harmful"]["harmful"], res["benign"]["benign-edgy"]
         lines.append(
-            f"| {name} | {_cell(h['asr'][judge])} | {_cell(h['asr']['refusal'])} | "
-            f"{_cell(h['mean_safe_reward'][judge]) if judge in h['mean_safe_reward'] else 'n/a'} | "
-            f"{_cell(b['over_refusal'])} |"
+            f"| {name} | {format_rate(h['asr'][judge])} | {format_rate(h['asr']['refusal'])} | "
+            f"{format_rate(h['mean_safe_reward'][judge]) if judge in h['mean_safe_reward'] else 'n/a'} | "
+            f"{format_rate(b['over_refusal'])} |"
         )
     lines += [
         "",
@@ -104,7 +100,7 @@ def markdown(result: dict, judge: str) -> str:
     for name, res in result["table2"].items():
         d = res["diversity"]
         lines.append(
-            f"| {name} | {_cell(res['transfer'][judge])} | {_cell(res['transfer']['refusal'])} | "
+            f"| {name} | {format_rate(res['transfer'][judge])} | {format_rate(res['transfer']['refusal'])} | "
             f"{d['one_minus_self_bleu']:.3f} | {d['embedding_diversity']:.3f} |"
         )
     return "\n".join(lines) + "\n"
