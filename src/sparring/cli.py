@@ -258,7 +258,7 @@ def evaluate(
         list[str] | None,
         typer.Option(
             help="Benign set for over-refusal (repeatable). Default bundled:overrefusal (benign-but-edgy, XSTest "
-            "style) and bundled:benign."
+            "style); add plain benign requests from a file or hf:NAME (bundled:benign is the training diet)."
         ),
     ] = None,
     judge_spec: Annotated[
@@ -280,7 +280,7 @@ def evaluate(
         from sparring.models import load_adapter
 
         harmful_specs = harmful or ["bundled:harmbench"]
-        benign_specs = benign if benign is not None else ["bundled:overrefusal", "bundled:benign"]
+        benign_specs = benign if benign is not None else ["bundled:overrefusal"]
         with console.status(f"loading {defender}"):
             loaded = _load_model_or_run(defender, "defender")
             if lora is not None:
@@ -360,7 +360,7 @@ def redteam(
         table.add_column("target")
         names = list(judges)
         for name in names:
-            table.add_column(safe_text(f"ASR ({name})"), justify="right")
+            table.add_column(safe_text(f"ASR ({name})"), justify="right", no_wrap=True)
         for spec, entry in results.items():
             cells = [format_rate(entry["asr"][j]) for j in names]
             table.add_row(safe_text(spec), *cells)

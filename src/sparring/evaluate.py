@@ -169,8 +169,8 @@ def results_table(result: dict, title: str):
     table.add_column("prompt set")
     table.add_column("n", justify="right")
     for judge in judges:
-        table.add_column(safe_text(f"ASR ({judge})"), justify="right")
-    table.add_column("over-refusal", justify="right")
+        table.add_column(safe_text(f"ASR ({judge})"), justify="right", no_wrap=True)
+    table.add_column("over-refusal", justify="right", no_wrap=True)
     for name, entry in result["harmful"].items():
         table.add_row(safe_text(name), str(entry["n"]), *[format_rate(entry["asr"][j]) for j in judges], "")
     for name, entry in result["benign"].items():
