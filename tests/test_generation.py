@@ -118,3 +118,17 @@ def test_bf16_decoding_keeps_log_probs_close_to_fp32(tiny):
     width = min(fp32.logprobs.shape[1], bf16.logprobs.shape[1])
     same = (fp32.response_ids[:, :width] == bf16.response_ids[:, :width]).all(1)
     assert torch.allclose(fp32.logprobs[same, :width], bf16.logprobs[same, :width], atol=0.1)
+
+
+def test_gpu_generation_benchmark_runs_on_a_tiny_shape(capsys):
+    """The GPU benchmark script (benchmarks/gpu_generation.py) runs end to end here on the CPU."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_generation.py"
+    spec = importlib.util.spec_from_file_location("gpu_generation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--shapes", "test", "--batch", "2", "--new-tokens", "4", "--repeats", "1", "--device", "cpu"])
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("tok/s" in line for line in lines) == 3 and "x generate" in lines[-1]
