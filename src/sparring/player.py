@@ -184,9 +184,11 @@ class Player:
                 logits_to_keep=n + 1,
                 use_cache=False,
             )
-        logits = out.logits[:, :-1].float() / self.temperature
-        logp_all = torch.log_softmax(logits, dim=-1)
-        logprobs = logp_all.gather(2, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+        logits = out.logits[:, :-1].float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        # log pi(token) = logit - logsumexp: unlike log_softmax, autograd keeps no (B, T, vocab) output alive.
+        logprobs = logits.gather(2, batch.response_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         values = None
         if with_values:
             assert self.value_head is not None
@@ -202,7 +204,11 @@ class Player:
                         use_cache=False,
                     ).hidden_states[-1]
             values = self.value_head(hidden[:, -n - 1 : -1])
-        entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+        entropy = None
+        if with_entropy:  # a statistic only: no graph, so its vocabulary-sized temporaries are freed at once
+            with torch.no_grad():
+                probs = torch.softmax(logits, dim=-1)
+                entropy = torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
         return logprobs, values, entropy
 
     @contextlib.contextmanager
