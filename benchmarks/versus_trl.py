@@ -7,7 +7,8 @@ which leaves torch and transformers as they are).
 Both sides: bundled SmolLM2-135M-Instruct with LoRA r16/alpha32 on all linear layers, 4 prompts x 4
 samples per step, up to 32 new tokens at temperature 1, group-normalised advantages (GRPO), KL beta
 0.02 to the adapter-free reference, lr 2e-4, one optimiser step per batch, the graded refusal
-reward, fp32 on the CPU. Each side runs in its own process (so peak RSS is its own) for --steps
+reward, fp32 on the CPU, gradient checkpointing on (TRL's default; --no-checkpointing turns it off on
+both sides). Each side runs in its own process (so peak RSS is its own) for --steps
 steps after one warm-up step; the figure is completion tokens per second of whole steps
 (generation + reference pass + update). Prints medians over --repeats and the ratio.
 """
@@ -33,7 +34,7 @@ def questions(steps: int) -> list[str]:
     return load_prompt_set("bundled:do-not-answer")[: PROMPTS * (steps + 1)]
 
 
-def run_sparring(steps: int) -> dict:
+def run_sparring(steps: int, checkpointing: bool) -> dict:
     import torch
 
     from sparring.generation import SamplingConfig, generate
@@ -42,7 +43,10 @@ def run_sparring(steps: int) -> dict:
     from sparring.player import Player, RLConfig
 
     loaded = load_model(ModelConfig(spec=MODEL, lora=LoraSettings(rank=16, alpha=32)))
-    config = RLConfig(algo="grpo", lr=LR, kl_coef=BETA, kl_mode="loss", minibatch_size=16, micro_batch_size=16)
+    config = RLConfig(
+        algo="grpo", lr=LR, kl_coef=BETA, kl_mode="loss", minibatch_size=16, micro_batch_size=16,
+        gradient_checkpointing=checkpointing,
+    )  # fmt: skip
     player = Player(loaded.model, loaded.tokenizer, config)
     sampling = SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=1.0, batch_size=64)
     qs, times, tokens = questions(steps), [], []
@@ -62,7 +66,7 @@ def run_sparring(steps: int) -> dict:
     }
 
 
-def run_trl(steps: int) -> dict:
+def run_trl(steps: int, checkpointing: bool) -> dict:
     import datasets
     from peft import LoraConfig
     from transformers import TrainerCallback
@@ -95,6 +99,7 @@ def run_trl(steps: int) -> dict:
             max_completion_length=NEW_TOKENS, temperature=1.0, learning_rate=LR, beta=BETA, max_steps=steps + 1,
             logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, bf16=False, seed=0,
             gradient_accumulation_steps=1, num_iterations=1, shuffle_dataset=False, dataloader_num_workers=0,
+            gradient_checkpointing=checkpointing,
         )  # fmt: skip
         trainer = GRPOTrainer(
             model=loaded.model, reward_funcs=reward, args=args, train_dataset=data,
@@ -116,16 +121,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--side", choices=["trl", "sparring"], help="Run one side in this process (internal).")
+    ap.add_argument("--no-checkpointing", action="store_true", help="Gradient checkpointing off on both sides.")
     args = ap.parse_args()
     if args.side:
-        result = (run_trl if args.side == "trl" else run_sparring)(args.steps)
+        result = (run_trl if args.side == "trl" else run_sparring)(args.steps, not args.no_checkpointing)
         print(json.dumps(result))
         return
     results: dict[str, list[dict]] = {"sparring": [], "trl": []}
     for _ in range(args.repeats):
         for side in results:  # alternate, so drift in machine load hits both sides alike
             done = subprocess.run(
-                [sys.executable, __file__, "--side", side, "--steps", str(args.steps)],
+                [sys.executable, __file__, "--side", side, "--steps", str(args.steps)]
+                + (["--no-checkpointing"] if args.no_checkpointing else []),
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             results[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
