@@ -165,6 +165,13 @@ def test_micro_batching_is_gradient_accumulation():
         assert torch.allclose(x, y, atol=1e-5), name
 
 
+def test_gradient_checkpointing_changes_memory_not_gradients():
+    a, _ = train_to_emit("rloo", steps=2)
+    b, _ = train_to_emit("rloo", steps=2, gradient_checkpointing=True)
+    for (name, x), (_, y) in zip(a.trainable_state().items(), b.trainable_state().items(), strict=True):
+        assert torch.allclose(x, y, atol=1e-6), name
+
+
 def test_lora_player_reference_is_the_base_model():
     loaded = load_model(ModelConfig(spec="tiny", lora=LoraSettings(rank=4)))
     player = Player(loaded.model, loaded.tokenizer, RLConfig(algo="ppo", lr=1e-2, kl_coef=0.1))
