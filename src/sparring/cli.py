@@ -462,7 +462,7 @@ def experiments(
         train_all(base, folder, chosen, play)
         with console.status("evaluating every defender and attacker on the same held-out sets"):
             compare(base, folder, chosen, eval_size, attacks)
-        out.print((folder / "comparison.md").read_text(), markup=False, highlight=False)
+        out.print((folder / "comparison.md").read_text(), markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {folder / 'comparison.md'} and {folder / 'comparison.json'}")
     except SparringError as error:
         _fail(error)
