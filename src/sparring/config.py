@@ -40,7 +40,9 @@ class PlayerRLConfig(RLConfig):
     lr: float = Field(2e-4, gt=0, description="Policy learning rate.")
     kl_coef: float = Field(0.02, ge=0, description="beta: KL penalty to the frozen reference.")
     minibatch_size: int = Field(64, ge=1, description="Sequences per optimiser step.")
-    micro_batch_size: int = Field(16, ge=1, description="Sequences per forward/backward.")
+    micro_batch_size: int = Field(
+        8, ge=1, description="Sequences per forward/backward (8 keeps the default game under 5 GB peak RSS)."
+    )
 
 
 class PlayerSamplingConfig(SamplingConfig):

@@ -152,6 +152,8 @@ class Game:
             player.model.save_pretrained(warm, safe_serialization=True)
             (warm / "complete.json").write_text("{}")
         self.dist.barrier()
+        setattr(self, role, None)  # free the warm-up copy before loading the merged one: one model at a time
+        release_memory()
         setattr(self, role, self._build(role))
 
     # -------------------------------------------------------------------------------------- run
@@ -536,6 +538,18 @@ def player_model(settings, warm: Path):
         return base.model, base.tokenizer
     merged = load_adapter(base.model, warm).merge_and_unload()
     return add_lora(merged, settings.model.lora), base.tokenizer
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise, so RSS
+    would stay at the warm-up's high-water mark for the whole run)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def held_out(spec: str, exclude: set[str], size: int, seed: int) -> list[str]:
