@@ -179,7 +179,6 @@ def train(
 
         from sparring.config import load_config
         from sparring.game import Game
-        from sparring.progress import GameDisplay
 
         overrides = list(ctx.args)
         if resume is not None:
@@ -201,18 +200,26 @@ def train(
         if int(os.environ.get("RANK", "0")) != 0:  # a data-parallel launch: rank 0 alone reports
             Game(cfg, run_dir).play(resume=resume is not None)
             return
-        display = GameDisplay(
-            cfg, mode="json" if json_output else "quiet" if quiet else "live", console=console, out=out
+        summary, display = _play(
+            cfg, run_dir, resume is not None, "json" if json_output else "quiet" if quiet else "live"
         )
-        with display:
-            game = Game(cfg, run_dir, on_event=display.event)
-            summary = game.play(resume=resume is not None)
         if json_output:
             print(json.dumps({"event": "summary", "run_dir": str(run_dir), **summary}), flush=True)
         else:
             display.summary(summary, run_dir)
     except SparringError as error:
         _fail(error)
+
+
+def _play(cfg, run_dir: Path, resume: bool, mode: str):
+    """Play one game under the progress display (live, quiet or json); returns its summary and the display."""
+    from sparring.game import Game
+    from sparring.progress import GameDisplay
+
+    display = GameDisplay(cfg, mode=mode, console=console, out=out)
+    with display:
+        summary = Game(cfg, run_dir, on_event=display.event).play(resume=resume)
+    return summary, display
 
 
 @app.command(name="config", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -398,17 +405,13 @@ def exploit(
 
         from sparring.evaluate import format_rate
         from sparring.exploit import exploit_config, exploitability
-        from sparring.game import Game
-        from sparring.progress import GameDisplay
 
         if side not in ("attacker", "defender"):
             raise SparringError(f"--side must be attacker or defender, not '{side}'")
         cfg = exploit_config(run, side, steps, list(ctx.args))  # type: ignore[arg-type]
         run_dir = run / f"exploit-{side}"
         resume = (run_dir / "config.yaml").exists()
-        display = GameDisplay(cfg, mode="quiet" if quiet else "live", console=console, out=out)
-        with display:
-            summary = Game(cfg, run_dir, on_event=display.event).play(resume=resume)
+        summary, _ = _play(cfg, run_dir, resume, "quiet" if quiet else "live")
         result = {"run": str(run), "side": side, **exploitability(run_dir, cfg.judge.threshold)}
         if side == "defender":
             result["fresh_defender_eval"] = summary.get("eval", {})
@@ -442,8 +445,6 @@ def experiments(
     try:
         from sparring.config import load_config
         from sparring.experiments import MODES, compare, train_all
-        from sparring.game import Game
-        from sparring.progress import GameDisplay
 
         chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
         unknown = [m for m in chosen if m not in MODES]
@@ -455,9 +456,7 @@ def experiments(
 
         def play(cfg, run_dir: Path, resume: bool) -> None:
             console.print(f"[bold]{cfg.mode}[/]: {'resuming' if resume else 'training'} {run_dir}")
-            display = GameDisplay(cfg, mode="quiet" if quiet else "live", console=console, out=out)
-            with display:
-                Game(cfg, run_dir, on_event=display.event).play(resume=resume)
+            _play(cfg, run_dir, resume, "quiet" if quiet else "live")
 
         train_all(base, folder, chosen, play)
         with console.status("evaluating every defender and attacker on the same held-out sets"):

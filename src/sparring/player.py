@@ -188,7 +188,8 @@ class Player:
         if self.temperature != 1.0:
             logits = logits / self.temperature
         # log pi(token) = logit - logsumexp: unlike log_softmax, autograd keeps no (B, T, vocab) output alive.
-        logprobs = logits.gather(2, batch.response_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        log_partition = torch.logsumexp(logits, dim=-1)
+        logprobs = logits.gather(2, batch.response_ids.unsqueeze(-1)).squeeze(-1) - log_partition
         values = None
         if with_values:
             assert self.value_head is not None
@@ -207,8 +208,8 @@ class Player:
         entropy = None
         if with_entropy:  # a statistic only: no graph, so its vocabulary-sized temporaries are freed at once
             with torch.no_grad():
-                probs = torch.softmax(logits, dim=-1)
-                entropy = torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+                z = log_partition.detach()
+                entropy = z - (torch.exp(logits - z.unsqueeze(-1)) * logits).sum(-1)
         return logprobs, values, entropy
 
     @contextlib.contextmanager
