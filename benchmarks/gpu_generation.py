@@ -1,4 +1,4 @@
-"""GPU generation: plain ``generate``, ``generate`` with a static cache, and sparring's decode loop.
+"""GPU generation: plain ``generate``, ``generate`` with a static cache, and sparring's decode loops.
 
 Usage (one GPU, nothing but torch and transformers installed, no network):
     python benchmarks/gpu_generation.py                       # 135m, 1b and 7b Llama shapes
@@ -18,9 +18,11 @@ import statistics
 import time
 
 import torch
+import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from sparring.generation import SamplingConfig, generate
+from sparring import static_decode
+from sparring.generation import SamplingConfig, _cache_kwarg, generate
 from sparring.models import byte_tokenizer
 
 SHAPES = {  # hidden, layers, heads, kv heads, intermediate, vocab
@@ -74,26 +76,94 @@ def timed(fn, device: str, repeats: int) -> float:
 def measure(shape: str, args: argparse.Namespace, tok, prompts: list[str], enc, peak: float) -> None:
     """Every generation path on one model shape; prints a line each, ratios against plain generate."""
     model = build(shape, args.device, torch.bfloat16)
-    params = sum(p.numel() for p in model.parameters())
-    tokens = args.batch * args.new_tokens
+    if args.lora:  # as the game trains its players: LoRA r16 on every linear layer, adapters active
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")).eval()
+        shape = f"{shape}+lora"
+    params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()  # matmul'd
     common = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
     common |= dict(pad_token_id=tok.pad_token_id, eos_token_id=None)
     paths = {"generate": lambda: model.generate(**enc, **common)}
-    if not args.no_static:
+    configs = {
+        "sparring dynamic": SamplingConfig(decoder="dynamic"),
+        "sparring static": SamplingConfig(decoder="static", compile="off"),  # CUDA graph of the eager step
+        "sparring static+compile": SamplingConfig(decoder="static", compile="on"),  # graph of the compiled step
+    }
+    configs = {k: v.model_copy(update=dict(max_new_tokens=args.new_tokens, temperature=0, batch_size=args.batch))
+               for k, v in configs.items() if k.split()[-1] in args.paths}  # fmt: skip
+    for label, cfg in configs.items():
+        paths[label] = lambda cfg=cfg: generate(model, tok, prompts, cfg)
+    if not args.no_static:  # last: it compiles the model's forward, which takes a while
         paths["generate (static cache)"] = lambda: model.generate(**enc, **common, cache_implementation="static")
-    cfg = SamplingConfig(max_new_tokens=args.new_tokens, temperature=0, batch_size=args.batch)
-    paths["sparring"] = lambda: generate(model, tok, prompts, cfg)
-    with torch.no_grad():  # greedy is deterministic: count the tokens ours really decodes (it stops at EOS)
-        made = {"sparring": generate(model, tok, prompts, cfg).num_tokens}
     base = None
     for label, fn in paths.items():
         with torch.no_grad():
-            seconds = timed(fn, args.device, args.repeats)
-        rate = made.get(label, tokens) / seconds
+            seconds = timed(fn, args.device, args.repeats)  # the warm-up call compiles, where a path compiles
+            made = fn().num_tokens if label in configs else args.batch * args.new_tokens  # ours stops at EOS
+        rate = made / seconds
         base = base or rate
         print(
-            f"{shape:>5} {label:<24} {rate:10.0f} tok/s  {seconds / args.new_tokens * 1e3:7.2f} ms/step  "
-            f"MFU {2 * params * rate / peak:6.1%}  {rate / base:5.2f}x generate"
+            f"{shape:>9} {label:<24} {rate:10.0f} tok/s  {seconds / args.new_tokens * 1e3:7.2f} ms/step  "
+            f"MFU {2 * params * rate / peak:6.1%}  {rate / base:5.2f}x generate",
+            flush=True,
+        )
+    for label, cfg in configs.items():
+        if cfg.decoder == "static":
+            phases(model, tok, prompts, cfg, label)
+    if not args.no_check:
+        check(model, tok, prompts, enc, common, configs, args)
+    if args.new_width and "sparring static+compile" in configs:  # the game's prompts change length every call
+        cfg = configs["sparring static+compile"]
+        other = [p + " y" * 8 for p in prompts]
+        with torch.no_grad():
+            phases(model, tok, other, cfg, "new width (dynamo recompiles once, with dynamic shapes)")
+            third = [p + " z" * 20 for p in prompts]
+            seconds = timed(lambda: generate(model, tok, third, cfg), args.device, args.repeats)
+        rate = args.batch * args.new_tokens / seconds
+        print(f"{shape:>9} {'static+compile, 3rd width':<24} {rate:10.0f} tok/s  {rate / base:5.2f}x generate")
+
+
+@torch.no_grad()
+def phases(model, tok, prompts: list[str], cfg: SamplingConfig, label: str) -> None:
+    """Where one static-path call spends its time (the device synchronised at each phase boundary)."""
+    stats: dict[str, float] = {}
+    graphs = next(model.parameters()).device.type == "cuda"
+    backend = "inductor" if cfg.compile == "on" else None
+    static_decode.generate_chunk(model, tok, prompts, cfg, torch.Generator(next(model.parameters()).device),
+                                 _cache_kwarg(model), graphs, backend, stats=stats)  # fmt: skip
+    parts = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in stats.items())
+    print(f"  phases of {label}: {parts}", flush=True)
+
+
+@torch.no_grad()
+def check(model, tok, prompts: list[str], enc, common: dict, configs: dict, args: argparse.Namespace) -> None:
+    """How closely the static paths agree with plain generate, with the eager step and with a full forward."""
+    device = torch.device(args.device)
+    eager = SamplingConfig(decoder="static", compile="off", max_new_tokens=args.new_tokens, temperature=0)
+    reference = static_decode.generate_chunk(
+        model, tok, prompts, eager, torch.Generator(device), _cache_kwarg(model), graphs=False
+    )[2]  # the same step, never captured nor compiled
+    theirs = model.generate(**enc, **common)[:, enc["input_ids"].shape[1] :]
+    same = (reference[:, :16] == theirs[:, :16]).all(1).float().mean().item()
+    print(f"check: eager static step: first 16 greedy tokens equal generate's in {same:.0%} of sequences", flush=True)
+    for label, cfg in configs.items():
+        if cfg.decoder != "static":
+            continue
+        ours = generate(model, tok, prompts, cfg).response_ids
+        width = min(ours.shape[1], reference.shape[1])
+        same = (ours[:, :width] == reference[:, :width]).float().mean().item()
+        sampled = cfg.model_copy(update=dict(temperature=1.0, top_p=0.9, repetition_penalty=1.1))
+        g = generate(model, tok, prompts, sampled, seed=1)
+        ids, mask = torch.cat([g.prompt_ids, g.response_ids], 1), torch.cat([g.prompt_mask, g.response_mask], 1)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+        p = g.prompt_ids.shape[1]
+        full = torch.log_softmax(logits[:, p - 1 : -1].float(), -1).gather(2, g.response_ids[..., None]).squeeze(2)
+        err = ((full - g.logprobs) * g.response_mask).abs()
+        print(
+            f"check: {label}: greedy tokens equal the eager step's: {same:.1%}; sampled (top-p 0.9, penalty 1.1) "
+            f"log-probs vs a full forward: max |diff| {err.max().item():.3g}, mean {err.mean().item():.2g}",
+            flush=True,
         )
 
 
@@ -104,11 +174,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--no-static", action="store_true", help="Skip generate with the static cache.")
+    ap.add_argument("--no-static", action="store_true", help="Skip generate with the static cache (it compiles).")
+    ap.add_argument("--lora", action="store_true", help="Wrap each model in a LoRA adapter (r 16, all linear).")
+    ap.add_argument("--no-check", action="store_true", help="Skip the agreement checks.")
+    ap.add_argument("--paths", nargs="+", default=["dynamic", "static", "static+compile"], help="sparring's paths.")
+    ap.add_argument("--new-width", action="store_true", help="Also time static+compile on changing prompt widths.")
     args = ap.parse_args(argv)
     dtype = torch.bfloat16
     peak = matmul_peak(args.device, dtype)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     print(f"{name}: measured bf16 matmul peak {peak / 1e12:.1f} TFLOP/s; batch {args.batch}, {args.new_tokens} tokens")
     tok = byte_tokenizer()
     prompts = [f"prompt {i:03d} " + "x" * 20 for i in range(args.batch)]  # 32 byte tokens each

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sparring.generation import SamplingConfig, generate
@@ -10,9 +11,10 @@ def prompts_for(tokenizer, texts):
     return [chat_prompt(tokenizer, t) for t in texts]
 
 
-def test_same_seed_same_tokens(tiny):
+@pytest.mark.parametrize("decoder", ["dynamic", "static"])
+def test_same_seed_same_tokens(tiny, decoder):
     prompts = prompts_for(tiny.tokenizer, ["hello there", "a much longer prompt about nothing"])
-    cfg = SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=0.9, repetition_penalty=1.1)
+    cfg = SamplingConfig(decoder=decoder, max_new_tokens=12, temperature=1.0, top_p=0.9, repetition_penalty=1.1)
     a = generate(tiny.model, tiny.tokenizer, prompts, cfg, seed=7)
     b = generate(tiny.model, tiny.tokenizer, prompts, cfg, seed=7)
     c = generate(tiny.model, tiny.tokenizer, prompts, cfg, seed=8)
@@ -21,10 +23,11 @@ def test_same_seed_same_tokens(tiny):
     assert not torch.equal(a.response_ids, c.response_ids)
 
 
-def test_left_padding_does_not_change_results(tiny):
+@pytest.mark.parametrize("decoder", ["dynamic", "static"])
+def test_left_padding_does_not_change_results(tiny, decoder):
     """Greedy output for a prompt is the same alone and beside a longer prompt (left padding)."""
     short, long = prompts_for(tiny.tokenizer, ["hi", "a considerably longer prompt than the other one"])
-    cfg = SamplingConfig(max_new_tokens=10, temperature=0)
+    cfg = SamplingConfig(decoder=decoder, max_new_tokens=10, temperature=0)
     alone = generate(tiny.model, tiny.tokenizer, [short], cfg)
     batched = generate(tiny.model, tiny.tokenizer, [long, short], cfg)
     assert batched.prompt_mask[1, 0] == 0  # the short prompt really is padded on the left
@@ -33,9 +36,12 @@ def test_left_padding_does_not_change_results(tiny):
     assert torch.allclose(batched.logprobs[1, :n], alone.logprobs[0, :n], atol=1e-5)
 
 
-def test_greedy_matches_transformers_generate(tiny):
+@pytest.mark.parametrize("decoder", ["dynamic", "static"])
+def test_greedy_matches_transformers_generate(tiny, decoder):
     prompts = prompts_for(tiny.tokenizer, ["abc", "the quick brown fox"])
-    ours = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=8, temperature=0))
+    ours = generate(
+        tiny.model, tiny.tokenizer, prompts, SamplingConfig(decoder=decoder, max_new_tokens=8, temperature=0)
+    )
     theirs = tiny.model.generate(
         input_ids=ours.prompt_ids,
         attention_mask=ours.prompt_mask,
@@ -50,10 +56,17 @@ def test_greedy_matches_transformers_generate(tiny):
         assert torch.equal(gen[i, :n], ours.response_ids[i, :n])
 
 
-def test_logprobs_match_a_full_forward_pass(tiny):
+@pytest.mark.parametrize("decoder", ["dynamic", "static"])
+def test_logprobs_match_a_full_forward_pass(tiny, decoder):
     prompts = prompts_for(tiny.tokenizer, ["one", "two three four"])
     temperature = 0.7
-    g = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=9, temperature=temperature), seed=1)
+    g = generate(
+        tiny.model,
+        tiny.tokenizer,
+        prompts,
+        SamplingConfig(decoder=decoder, max_new_tokens=9, temperature=temperature),
+        seed=1,
+    )
     ids = torch.cat([g.prompt_ids, g.response_ids], 1)
     mask = torch.cat([g.prompt_mask, g.response_mask], 1)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -64,7 +77,8 @@ def test_logprobs_match_a_full_forward_pass(tiny):
     assert torch.allclose(logp * g.response_mask, g.logprobs, atol=1e-4)
 
 
-def test_stops_at_eos_per_sequence(tiny):
+@pytest.mark.parametrize("decoder", ["dynamic", "static"])
+def test_stops_at_eos_per_sequence(tiny, decoder):
     """Force EOS: after it the mask is 0 and the ids are padding."""
     eos = tiny.tokenizer.eos_token_id
     with torch.no_grad():
@@ -75,17 +89,25 @@ def test_stops_at_eos_per_sequence(tiny):
         tiny.model,
         tiny.tokenizer,
         prompts_for(tiny.tokenizer, ["x", "yy"]),
-        SamplingConfig(max_new_tokens=5, temperature=0),
+        SamplingConfig(decoder=decoder, max_new_tokens=5, temperature=0),
     )
     assert g.response_ids.shape[1] == 1  # the batch stopped as soon as everyone ended
     assert (g.response_ids[:, 0] == eos).all() and g.response_mask.sum() == 2
     assert g.texts == ["", ""]
 
 
-def test_micro_batches_give_the_same_greedy_answers(tiny):
+@pytest.mark.parametrize("decoder", ["dynamic", "static"])
+def test_micro_batches_give_the_same_greedy_answers(tiny, decoder):
     prompts = prompts_for(tiny.tokenizer, ["a", "bb bb", "ccc ccc ccc", "d"])
-    full = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=6, temperature=0))
-    split = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=6, temperature=0, batch_size=3))
+    full = generate(
+        tiny.model, tiny.tokenizer, prompts, SamplingConfig(decoder=decoder, max_new_tokens=6, temperature=0)
+    )
+    split = generate(
+        tiny.model,
+        tiny.tokenizer,
+        prompts,
+        SamplingConfig(decoder=decoder, max_new_tokens=6, temperature=0, batch_size=3),
+    )
     assert full.texts == split.texts
     assert full.response_ids.shape == split.response_ids.shape
 
@@ -129,6 +151,46 @@ def test_gpu_generation_benchmark_runs_on_a_tiny_shape(capsys):
     spec = importlib.util.spec_from_file_location("gpu_generation", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(["--shapes", "test", "--batch", "2", "--new-tokens", "4", "--repeats", "1", "--device", "cpu"])
+    args = ["--shapes", "test", "--batch", "2", "--new-tokens", "4", "--repeats", "1", "--device", "cpu"]
+    module.main([*args, "--paths", "dynamic", "static"])  # static+compile works here too, but compiles for ~20 s
     lines = capsys.readouterr().out.splitlines()
-    assert sum("tok/s" in line for line in lines) == 3 and "x generate" in lines[-1]
+    assert sum("tok/s" in line for line in lines) == 4 and "x generate" in lines[-4]
+    assert "phases of sparring static" in lines[-3] and "decode per step" in lines[-3]
+    assert sum(line.startswith("check:") for line in lines) == 2
+
+
+def test_static_decoder_samples_the_nucleus_with_true_log_probs(tiny):
+    """Sampling with top-p and a repetition penalty on the static-cache path: reproducible, and the
+    reported log-probs are the policy's at its temperature (checked by a full forward pass)."""
+    prompts = prompts_for(tiny.tokenizer, ["one", "two three four five"])
+    cfg = SamplingConfig(decoder="static", max_new_tokens=10, temperature=0.8, top_p=0.9, repetition_penalty=1.2)
+    g = generate(tiny.model, tiny.tokenizer, prompts, cfg, seed=3)
+    assert torch.equal(g.response_ids, generate(tiny.model, tiny.tokenizer, prompts, cfg, seed=3).response_ids)
+    ids = torch.cat([g.prompt_ids, g.response_ids], 1)
+    mask = torch.cat([g.prompt_mask, g.response_mask], 1)
+    with torch.no_grad():
+        logits = tiny.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    p = g.prompt_ids.shape[1]
+    logp = torch.log_softmax(logits[:, p - 1 : -1] / 0.8, -1).gather(2, g.response_ids[..., None]).squeeze(2)
+    assert torch.allclose(logp * g.response_mask, g.logprobs, atol=1e-4)
+
+
+def test_draw_follows_the_distribution_and_the_nucleus():
+    from sparring.static_decode import draw
+
+    probs = torch.tensor([0.15, 0.5, 0.05, 0.3]).repeat(20000, 1)
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0))
+    full = torch.bincount(draw(probs, 1.0, u), minlength=4).float() / 20000
+    assert torch.allclose(full, probs[0], atol=0.015)
+    nucleus = torch.bincount(draw(probs, 0.75, u), minlength=4).float() / 20000  # {0.5, 0.3} reach 0.75
+    assert nucleus[[0, 2]].sum() == 0 and abs(nucleus[1] - 0.5 / 0.8) < 0.015
+
+
+def test_auto_decoder_is_dynamic_on_cpu_and_static_only_where_supported(tiny):
+    from sparring.generation import use_static
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not use_static(tiny.model, SamplingConfig(), cpu)
+    assert use_static(tiny.model, SamplingConfig(), cuda)  # a Llama: transformers compiles it over a static cache
+    assert use_static(tiny.model, SamplingConfig(decoder="static"), cpu)
+    assert not use_static(tiny.model, SamplingConfig(decoder="dynamic"), cuda)
