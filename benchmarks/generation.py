@@ -34,17 +34,24 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bf16", action="store_true", help="Both under bf16 autocast (sampling.bf16 for ours).")
+    ap.add_argument("--decoder", choices=["dynamic", "static"], default="dynamic", help="sampling.decoder for ours.")
+    ap.add_argument("--compile", action="store_true", help="sampling.compile for ours (with --decoder static).")
     args = ap.parse_args()
     loaded = load_model(args.model)
     model, tok = loaded.model.eval(), loaded.tokenizer
     questions = project_benign()
     cfg = SamplingConfig(
-        max_new_tokens=args.new_tokens, temperature=1.0, top_p=0.9, batch_size=max(args.batches), bf16=args.bf16
-    )
+        max_new_tokens=args.new_tokens, temperature=1.0, top_p=0.9, batch_size=max(args.batches), bf16=args.bf16,
+        decoder=args.decoder, compile=args.compile,
+    )  # fmt: skip
     print(f"model {args.model}, {args.new_tokens} new tokens, torch threads {torch.get_num_threads()}")
     for batch in args.batches:
         prompts = [chat_prompt(tok, questions[i % len(questions)]) for i in range(batch)]
         ours, theirs = [], []
+        if args.compile:  # compilation happens once per model and shape; keep it out of the timed calls
+            t = time.perf_counter()
+            generate(model, tok, prompts, cfg, seed=99)
+            print(f"batch {batch:3d}: first call (compiles) {time.perf_counter() - t:.1f} s")
         for r in range(args.repeats):
             t = time.perf_counter()
             g = generate(model, tok, prompts, cfg, seed=r)

@@ -87,8 +87,8 @@ def measure(shape: str, args: argparse.Namespace, tok, prompts: list[str], enc, 
     paths = {"generate": lambda: model.generate(**enc, **common)}
     configs = {
         "sparring dynamic": SamplingConfig(decoder="dynamic"),
-        "sparring static": SamplingConfig(decoder="static", compile="off"),  # CUDA graph of the eager step
-        "sparring static+compile": SamplingConfig(decoder="static", compile="on"),  # graph of the compiled step
+        "sparring static": SamplingConfig(decoder="static", compile=False),  # CUDA graph of the eager step
+        "sparring static+compile": SamplingConfig(decoder="static", compile=True),  # graph of the compiled step
     }
     configs = {k: v.model_copy(update=dict(max_new_tokens=args.new_tokens, temperature=0, batch_size=args.batch))
                for k, v in configs.items() if k.split()[-1] in args.paths}  # fmt: skip
@@ -129,7 +129,7 @@ def phases(model, tok, prompts: list[str], cfg: SamplingConfig, label: str) -> N
     """Where one static-path call spends its time (the device synchronised at each phase boundary)."""
     stats: dict[str, float] = {}
     graphs = next(model.parameters()).device.type == "cuda"
-    backend = "inductor" if cfg.compile == "on" else None
+    backend = "inductor" if cfg.compile else None
     static_decode.generate_chunk(model, tok, prompts, cfg, torch.Generator(next(model.parameters()).device),
                                  _cache_kwarg(model), graphs, backend, stats=stats)  # fmt: skip
     parts = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in stats.items())
@@ -140,7 +140,7 @@ def phases(model, tok, prompts: list[str], cfg: SamplingConfig, label: str) -> N
 def check(model, tok, prompts: list[str], enc, common: dict, configs: dict, args: argparse.Namespace) -> None:
     """How closely the static paths agree with plain generate, with the eager step and with a full forward."""
     device = torch.device(args.device)
-    eager = SamplingConfig(decoder="static", compile="off", max_new_tokens=args.new_tokens, temperature=0)
+    eager = SamplingConfig(decoder="static", compile=False, max_new_tokens=args.new_tokens, temperature=0)
     reference = static_decode.generate_chunk(
         model, tok, prompts, eager, torch.Generator(device), _cache_kwarg(model), graphs=False
     )[2]  # the same step, never captured nor compiled

@@ -187,6 +187,7 @@ def test_draw_follows_the_distribution_and_the_nucleus():
 
 
 def test_auto_decoder_is_dynamic_on_cpu_and_static_only_where_supported(tiny):
+    from sparring.errors import SparringError
     from sparring.generation import use_static
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -194,3 +195,32 @@ def test_auto_decoder_is_dynamic_on_cpu_and_static_only_where_supported(tiny):
     assert use_static(tiny.model, SamplingConfig(), cuda)  # a Llama: transformers compiles it over a static cache
     assert use_static(tiny.model, SamplingConfig(decoder="static"), cpu)
     assert not use_static(tiny.model, SamplingConfig(decoder="dynamic"), cuda)
+    tiny.model.config._attn_implementation = "flash_attention_2"  # takes no 4-D mask
+    assert not use_static(tiny.model, SamplingConfig(), cuda)
+    with pytest.raises(SparringError, match="sampling.decoder=dynamic"):
+        use_static(tiny.model, SamplingConfig(decoder="static"), cpu)
+
+
+def test_compiled_static_step_gives_the_same_tokens(tiny):
+    """The decode step traced by torch.compile (aot_eager: dynamo's graph and in-place buffer updates
+    without inductor's code generation) decodes exactly as the eager step, across prompt widths."""
+    from sparring.generation import _cache_kwarg
+    from sparring.static_decode import generate_chunk
+
+    cfg = SamplingConfig(decoder="static", max_new_tokens=8, temperature=0.8, top_p=0.9, repetition_penalty=1.2)
+    for texts in (["one", "two three four"], ["a rather longer prompt this time", "b"]):
+        prompts = prompts_for(tiny.tokenizer, texts)
+        run = [
+            generate_chunk(
+                tiny.model,
+                tiny.tokenizer,
+                prompts,
+                cfg,
+                torch.Generator().manual_seed(0),
+                _cache_kwarg(tiny.model),
+                graphs=False,
+                compile_backend=backend,
+            )
+            for backend in (None, "aot_eager")
+        ]
+        assert torch.equal(run[0][2], run[1][2]) and torch.allclose(run[0][4], run[1][4], atol=1e-5)

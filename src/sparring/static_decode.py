@@ -25,9 +25,11 @@ ChunkResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torc
 
 
 def supports_static_cache(model: PreTrainedModel) -> bool:
-    """Whether transformers can run this architecture over a ``StaticCache`` (its compile-ready models)."""
+    """Whether transformers can run this model over a ``StaticCache`` (its compile-ready architectures)
+    with the additive 4-D masks used here (sdpa or eager attention; flash-attention kernels take none)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return bool(getattr(base, "_can_compile_fullgraph", False) or getattr(base, "_supports_static_cache", False))
+    ready = getattr(base, "_can_compile_fullgraph", False) or getattr(base, "_supports_static_cache", False)
+    return bool(ready) and getattr(base.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
 
 
 def draw(probs: torch.Tensor, top_p: float, u: torch.Tensor) -> torch.Tensor:
