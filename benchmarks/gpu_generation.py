@@ -22,7 +22,7 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sparring import static_decode
-from sparring.generation import SamplingConfig, _cache_kwarg, generate
+from sparring.generation import SamplingConfig, cache_kwarg, generate
 from sparring.models import byte_tokenizer
 
 SHAPES = {  # hidden, layers, heads, kv heads, intermediate, vocab
@@ -131,7 +131,7 @@ def phases(model, tok, prompts: list[str], cfg: SamplingConfig, label: str) -> N
     graphs = next(model.parameters()).device.type == "cuda"
     backend = "inductor" if cfg.compile else None
     static_decode.generate_chunk(model, tok, prompts, cfg, torch.Generator(next(model.parameters()).device),
-                                 _cache_kwarg(model), graphs, backend, stats=stats)  # fmt: skip
+                                 cache_kwarg(model), graphs, backend, stats=stats)  # fmt: skip
     parts = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in stats.items())
     print(f"  phases of {label}: {parts}", flush=True)
 
@@ -142,7 +142,7 @@ def check(model, tok, prompts: list[str], enc, common: dict, configs: dict, args
     device = torch.device(args.device)
     eager = SamplingConfig(decoder="static", compile=False, max_new_tokens=args.new_tokens, temperature=0)
     reference = static_decode.generate_chunk(
-        model, tok, prompts, eager, torch.Generator(device), _cache_kwarg(model), graphs=False
+        model, tok, prompts, eager, torch.Generator(device), cache_kwarg(model), graphs=False
     )[2]  # the same step, never captured nor compiled
     theirs = model.generate(**enc, **common)[:, enc["input_ids"].shape[1] :]
     same = (reference[:, :16] == theirs[:, :16]).all(1).float().mean().item()

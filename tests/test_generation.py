@@ -182,8 +182,11 @@ def test_draw_follows_the_distribution_and_the_nucleus():
     u = torch.rand(20000, generator=torch.Generator().manual_seed(0))
     full = torch.bincount(draw(probs, 1.0, u), minlength=4).float() / 20000
     assert torch.allclose(full, probs[0], atol=0.015)
-    nucleus = torch.bincount(draw(probs, 0.75, u), minlength=4).float() / 20000  # {0.5, 0.3} reach 0.75
-    assert nucleus[[0, 2]].sum() == 0 and abs(nucleus[1] - 0.5 / 0.8) < 0.015
+    for graph_safe in (True, False):
+        nucleus = torch.bincount(draw(probs, 0.75, u, graph_safe), minlength=4).float() / 20000  # {0.5, 0.3}
+        assert nucleus[[0, 2]].sum() == 0 and abs(nucleus[1] - 0.5 / 0.8) < 0.015
+    wide = torch.softmax(-torch.arange(5000.0) / 2000, -1).repeat(64, 1)  # nucleus wider than 256 candidates
+    assert torch.equal(draw(wide, 0.9, u[:64], graph_safe=False), draw(wide, 0.9, u[:64]))
 
 
 def test_auto_decoder_is_dynamic_on_cpu_and_static_only_where_supported(tiny):
@@ -204,7 +207,7 @@ def test_auto_decoder_is_dynamic_on_cpu_and_static_only_where_supported(tiny):
 def test_compiled_static_step_gives_the_same_tokens(tiny):
     """The decode step traced by torch.compile (aot_eager: dynamo's graph and in-place buffer updates
     without inductor's code generation) decodes exactly as the eager step, across prompt widths."""
-    from sparring.generation import _cache_kwarg
+    from sparring.generation import cache_kwarg
     from sparring.static_decode import generate_chunk
 
     cfg = SamplingConfig(decoder="static", max_new_tokens=8, temperature=0.8, top_p=0.9, repetition_penalty=1.2)
@@ -217,10 +220,29 @@ def test_compiled_static_step_gives_the_same_tokens(tiny):
                 prompts,
                 cfg,
                 torch.Generator().manual_seed(0),
-                _cache_kwarg(tiny.model),
+                cache_kwarg(tiny.model),
                 graphs=False,
                 compile_backend=backend,
             )
             for backend in (None, "aot_eager")
         ]
         assert torch.equal(run[0][2], run[1][2]) and torch.allclose(run[0][4], run[1][4], atol=1e-5)
+
+
+def test_repeated_prompts_share_one_prefill(tiny):
+    """Samples of the same prompt are prefilled once and fanned out: greedy answers equal the
+    unshared ones, and sampled log-probs still match a full forward pass."""
+    a, b = prompts_for(tiny.tokenizer, ["one two", "three"])
+    prompts = [a, b, a, a, b]
+    greedy = SamplingConfig(decoder="dynamic", max_new_tokens=8, temperature=0)
+    shared = generate(tiny.model, tiny.tokenizer, prompts, greedy)
+    alone = generate(tiny.model, tiny.tokenizer, [a, b], greedy)
+    assert shared.texts == [alone.texts[i] for i in (0, 1, 0, 0, 1)]
+    g = generate(tiny.model, tiny.tokenizer, prompts, greedy.model_copy(update={"temperature": 1.0}), seed=2)
+    assert len(set(g.texts)) > 2  # the copies sample independently
+    ids, mask = torch.cat([g.prompt_ids, g.response_ids], 1), torch.cat([g.prompt_mask, g.response_mask], 1)
+    with torch.no_grad():
+        logits = tiny.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    p = g.prompt_ids.shape[1]
+    logp = torch.log_softmax(logits[:, p - 1 : -1], -1).gather(2, g.response_ids[..., None]).squeeze(2)
+    assert torch.allclose(logp * g.response_mask, g.logprobs, atol=1e-4)

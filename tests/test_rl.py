@@ -265,3 +265,20 @@ def test_ppo_with_a_separate_critic_model():
     assert any(not torch.equal(before[n], p) for n, p in critic.named_parameters())
     assert math.isfinite(stats.value_loss)
     assert any(k.startswith("critic.") for k in player.trainable_state())
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_reference_pass_shares_each_prompt_prefix(lora):
+    """make_batch runs each distinct prompt once and fans its cache out to the samples: the
+    reference log-probs equal a full forward pass of every sequence (adapter off, or the frozen copy)."""
+    loaded = load_model(ModelConfig(spec="tiny", lora=LoraSettings(rank=4) if lora else None))
+    player = Player(loaded.model, loaded.tokenizer, RLConfig(algo="grpo", lr=1e-2), temperature=0.7)
+    a, b = (chat_prompt(loaded.tokenizer, q) for q in ("hello", "a longer question than that"))
+    gen = generate(loaded.model, loaded.tokenizer, [a, a, a, b, b, b], SamplingConfig(max_new_tokens=6), seed=0)
+    player.update(player.make_batch(gen, torch.arange(6.0), group_size=3))  # the policy now differs from the reference
+    with torch.no_grad(), player.reference_model() as ref:
+        full = player.forward(ref, gen)[0]
+        shared = player.shared_prefix_logprobs(ref, gen)
+    mask = gen.response_mask.float()
+    assert torch.allclose(shared * mask, full * mask, atol=1e-5)
+    assert torch.allclose(player.make_batch(gen, torch.zeros(6), group_size=3).ref_logprobs, full * mask, atol=1e-5)

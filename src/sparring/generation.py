@@ -72,7 +72,7 @@ class Generation:
         return int(self.response_mask.sum())
 
 
-def _cache_kwarg(model: PreTrainedModel) -> str:
+def cache_kwarg(model: PreTrainedModel) -> str:
     """transformers renamed ``past_key_values`` to ``cache``; accept both versions."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps the model
     params = inspect.signature(base.forward).parameters
@@ -129,7 +129,7 @@ def _generate_chunk(
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
-    cache_name = _cache_kwarg(model)
+    cache_name = cache_kwarg(model)
     if use_static(model, cfg, device):
         graphs = device.type == "cuda"
         backend = "inductor" if cfg.compile else None
@@ -145,10 +145,24 @@ def _generate_chunk(
     attention = prompt_mask.clone()
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     seen = prompt_ids  # what the repetition penalty looks at
+    # Several samples per prompt (GRPO groups, the defender's answers to one attack): prefill each
+    # distinct prompt once, then copy its cache rows to every sample.
+    first = {p: i for i, p in reversed(list(enumerate(prompts)))}
+    rows = sorted(set(first.values()))
+    inverse = torch.tensor([rows.index(first[p]) for p in prompts], device=device)
+    shared = len(rows) < batch
+    pick = torch.tensor(rows, device=device) if shared else slice(None)
     out = model(
-        input_ids=prompt_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1
+        input_ids=prompt_ids[pick],
+        attention_mask=attention[pick],
+        position_ids=positions[pick],
+        use_cache=True,
+        logits_to_keep=1,
     )
     cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    if shared:
+        cache.reorder_cache(inverse)
+        out.logits = out.logits[inverse]
     position = positions[:, -1:]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, logps, masks = [], [], []

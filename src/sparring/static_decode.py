@@ -32,14 +32,20 @@ def supports_static_cache(model: PreTrainedModel) -> bool:
     return bool(ready) and getattr(base.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
 
 
-def draw(probs: torch.Tensor, top_p: float, u: torch.Tensor) -> torch.Tensor:
+def draw(probs: torch.Tensor, top_p: float, u: torch.Tensor, graph_safe: bool = True) -> torch.Tensor:
     """One token per row of ``probs`` (B, V) from uniforms ``u`` (B,), by the inverse CDF of the
-    top-p nucleus. No data-dependent control flow, so it can live inside a CUDA graph (a full
-    sort per step, which a GPU does in microseconds)."""
+    top-p nucleus. ``graph_safe``: no data-dependent control flow, so it can live inside a CUDA
+    graph (a full sort per step, which a GPU does in microseconds); otherwise the nucleus is found
+    within the most likely few hundred tokens, widened until it fits (cheaper on a CPU)."""
     if top_p < 1.0:
-        probs, order = probs.sort(dim=-1, descending=True)
-        before = probs.cumsum(-1) - probs  # mass of the more likely tokens
-        probs = torch.where(before < top_p, probs, torch.zeros_like(probs))
+        k = probs.shape[-1] if graph_safe else min(256, probs.shape[-1])
+        while True:
+            top, order = probs.topk(k, dim=-1) if k < probs.shape[-1] else probs.sort(dim=-1, descending=True)
+            if k == probs.shape[-1] or bool((top.sum(-1) >= top_p).all()):
+                break
+            k = min(k * 8, probs.shape[-1])
+        before = top.cumsum(-1) - top  # mass of the more likely tokens
+        probs = torch.where(before < top_p, top, torch.zeros_like(top))
     cdf = probs.cumsum(-1)
     pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp(max=probs.shape[-1] - 1)
     return (order.gather(1, pick) if top_p < 1.0 else pick).squeeze(1)
@@ -61,6 +67,7 @@ class Options:
     eos: int  # -1 when the tokenizer has none
     mask_dtype: torch.dtype
     cache_name: str
+    graph_safe: bool  # no host reads inside the step (it will be captured)
 
 
 @dataclass
@@ -92,7 +99,9 @@ def emit(logits: torch.Tensor, s: State, o: Options) -> None:
     if o.temperature == 0:
         token = scores.argmax(dim=-1)
     else:
-        token = draw(torch.softmax(scores, dim=-1), o.top_p, s.uniforms.index_select(0, s.index).squeeze(0))
+        token = draw(
+            torch.softmax(scores, dim=-1), o.top_p, s.uniforms.index_select(0, s.index).squeeze(0), o.graph_safe
+        )
     token = torch.where(s.finished, torch.full_like(token, o.pad), token)
     alive = ~s.finished
     logp = (scaled.gather(1, token[:, None]).squeeze(1) - torch.logsumexp(scaled, dim=-1)) * alive
@@ -164,7 +173,7 @@ def generate_chunk(
     eos = tokenizer.eos_token_id
     o = Options(
         cfg.temperature, cfg.top_p, cfg.repetition_penalty, tokenizer.pad_token_id,
-        -1 if eos is None else eos, mask_dtype, cache_name,
+        -1 if eos is None else eos, mask_dtype, cache_name, graphs,
     )  # fmt: skip
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     valid = torch.zeros(batch, length, dtype=torch.bool, device=device)
