@@ -165,7 +165,8 @@ def test_micro_batching_is_gradient_accumulation():
         assert torch.allclose(x, y, atol=1e-5), name
 
 
-def test_gradient_checkpointing_changes_memory_not_gradients():
+def test_gradient_checkpointing_changes_memory_not_gradients(monkeypatch):
+    monkeypatch.setattr(Player, "_prompt_groups", lambda *_: None)  # checkpointing runs whole sequences: compare like
     a, _ = train_to_emit("rloo", steps=2)
     b, _ = train_to_emit("rloo", steps=2, gradient_checkpointing=True)
     for (name, x), (_, y) in zip(a.trainable_state().items(), b.trainable_state().items(), strict=True):
@@ -268,17 +269,29 @@ def test_ppo_with_a_separate_critic_model():
 
 
 @pytest.mark.parametrize("lora", [True, False])
-def test_reference_pass_shares_each_prompt_prefix(lora):
-    """make_batch runs each distinct prompt once and fans its cache out to the samples: the
-    reference log-probs equal a full forward pass of every sequence (adapter off, or the frozen copy)."""
+def test_repeated_prompts_run_once_with_the_same_logprobs_and_gradients(lora):
+    """Samples of one prompt share its pass (cache copied per sample): reference log-probs, policy
+    log-probs and their gradients equal those of full passes over every sequence."""
     loaded = load_model(ModelConfig(spec="tiny", lora=LoraSettings(rank=4) if lora else None))
     player = Player(loaded.model, loaded.tokenizer, RLConfig(algo="grpo", lr=1e-2), temperature=0.7)
     a, b = (chat_prompt(loaded.tokenizer, q) for q in ("hello", "a longer question than that"))
     gen = generate(loaded.model, loaded.tokenizer, [a, a, a, b, b, b], SamplingConfig(max_new_tokens=6), seed=0)
-    player.update(player.make_batch(gen, torch.arange(6.0), group_size=3))  # the policy now differs from the reference
-    with torch.no_grad(), player.reference_model() as ref:
-        full = player.forward(ref, gen)[0]
-        shared = player.shared_prefix_logprobs(ref, gen)
+    player.update(player.make_batch(gen, torch.arange(6.0), group_size=3))  # policy and reference now differ
+    assert player._prompt_groups(player.model, gen) is not None
     mask = gen.response_mask.float()
-    assert torch.allclose(shared * mask, full * mask, atol=1e-5)
-    assert torch.allclose(player.make_batch(gen, torch.zeros(6), group_size=3).ref_logprobs, full * mask, atol=1e-5)
+
+    def passes():
+        with torch.no_grad(), player.reference_model() as ref:
+            reference = player.forward(ref, gen)[0] * mask
+        player.model.train()
+        player.model.zero_grad()
+        policy = player.forward(player.model, gen)[0] * mask
+        (policy.sum() * 0.1).backward()
+        grads = [p.grad.clone() for p in player.model.parameters() if p.requires_grad]
+        return reference, policy.detach(), grads
+
+    shared = passes()
+    player._prompt_groups = lambda *_: None  # every sequence whole
+    full = passes()
+    assert torch.allclose(shared[0], full[0], atol=1e-5) and torch.allclose(shared[1], full[1], atol=1e-5)
+    assert all(torch.allclose(g, h, atol=1e-5, rtol=1e-4) for g, h in zip(shared[2], full[2], strict=True))

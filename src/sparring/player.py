@@ -170,21 +170,31 @@ class Player:
     def forward(
         self, model: nn.Module, batch: RolloutBatch | Generation, with_values: bool = False, with_entropy: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Log-probs of the response tokens (at the sampling temperature), values and entropy."""
+        """Log-probs of the response tokens (at the sampling temperature), values and entropy.
+
+        When several samples share a prompt, the prompt runs once and its key/value cache is copied
+        to each sample (gradients flow back through the copies), so only responses run per sample.
+        Gradient checkpointing cannot keep a cache, so with it every sequence runs whole.
+        """
         ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)
         mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         n = batch.response_ids.shape[1]
+        hidden_states = with_values and self.critic is None
+        groups = self._prompt_groups(model, batch)
         with self._autocast():
-            out = model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                output_hidden_states=with_values and self.critic is None,
-                logits_to_keep=n + 1,
-                use_cache=False,
-            )
-        logits = out.logits[:, :-1].float()
+            if groups is None:
+                out = model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    output_hidden_states=hidden_states,
+                    logits_to_keep=n + 1,
+                    use_cache=False,
+                )
+                logits, last_hidden = out.logits[:, :-1].float(), out.hidden_states[-1] if hidden_states else None
+            else:
+                logits, last_hidden = self._shared_prefix_pass(model, batch, mask, positions, groups, hidden_states)
         if self.temperature != 1.0:
             logits = logits / self.temperature
         # log pi(token) = logit - logsumexp: unlike log_softmax, autograd keeps no (B, T, vocab) output alive.
@@ -194,7 +204,7 @@ class Player:
         if with_values:
             assert self.value_head is not None
             if self.critic is None:
-                hidden = out.hidden_states[-1]
+                hidden = last_hidden
             else:
                 with self._autocast():
                     hidden = self.critic(
@@ -204,7 +214,7 @@ class Player:
                         output_hidden_states=True,
                         use_cache=False,
                     ).hidden_states[-1]
-            values = self.value_head(hidden[:, -n - 1 : -1])
+            values = self.value_head(hidden[:, -n - 1 : -1])  # the shared pass returns only the last n + 1
         entropy = None
         if with_entropy:  # a statistic only: no graph, so its vocabulary-sized temporaries are freed at once
             with torch.no_grad():
@@ -212,41 +222,50 @@ class Player:
                 entropy = z - (torch.exp(logits - z.unsqueeze(-1)) * logits).sum(-1)
         return logprobs, values, entropy
 
-    @torch.no_grad()
-    def shared_prefix_logprobs(self, model: nn.Module, batch: RolloutBatch | Generation) -> torch.Tensor:
-        """``forward``'s log-probs without a graph, each distinct prompt through the model once: its
-        cache is copied to every sample of it and only the responses run per sample. With 4 samples
-        per prompt this halves the reference pass when prompts are as long as responses."""
+    def _prompt_groups(self, model: nn.Module, batch: RolloutBatch | Generation) -> tuple | None:
+        """(first row of each distinct prompt, each row's prompt index), or None when no prompt repeats
+        or the model cannot keep a cache in this pass (gradient checkpointing while training)."""
+        checkpointing = getattr(model, "is_gradient_checkpointing", False) and model.training
+        if checkpointing and torch.is_grad_enabled():
+            return None
         key = torch.cat([batch.prompt_ids, batch.prompt_mask], dim=1)
         unique, inverse = torch.unique(key, dim=0, return_inverse=True)
         if len(unique) == len(key):
-            return self.forward(model, batch)[0]
+            return None
         first = torch.full((len(unique),), len(key), device=key.device)
         first = first.scatter_reduce(0, inverse, torch.arange(len(key), device=key.device), reduce="amin")
-        mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return first, inverse
+
+    def _shared_prefix_pass(
+        self, model: nn.Module, batch, mask: torch.Tensor, positions: torch.Tensor, groups: tuple, hidden_states: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each distinct prompt once, its cache copied per sample, then the responses: the logits
+        (and last hidden states) at the n + 1 positions that predict/score the n response tokens."""
+        first, inverse = groups
         width = batch.prompt_ids.shape[1]
-        cache_name = cache_kwarg(model)
-        with self._autocast():
-            head = model(
-                input_ids=batch.prompt_ids[first],
-                attention_mask=batch.prompt_mask[first],
-                position_ids=positions[first, :width],
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache = head.cache if hasattr(head, "cache") else head.past_key_values
-            cache.reorder_cache(inverse)
-            tail = model(
-                input_ids=batch.response_ids,
-                attention_mask=mask,
-                position_ids=positions[:, width:],
-                use_cache=True,
-                **{cache_name: cache},
-            )
-        logits = torch.cat([head.logits[inverse], tail.logits[:, :-1]], dim=1).float() / self.temperature
-        chosen = logits.gather(2, batch.response_ids.unsqueeze(-1)).squeeze(-1)
-        return chosen - torch.logsumexp(logits, dim=-1)
+        head = model(
+            input_ids=batch.prompt_ids[first],
+            attention_mask=batch.prompt_mask[first],
+            position_ids=positions[first, :width],
+            output_hidden_states=hidden_states,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = head.cache if hasattr(head, "cache") else head.past_key_values
+        cache.reorder_cache(inverse)
+        tail = model(
+            input_ids=batch.response_ids,
+            attention_mask=mask,
+            position_ids=positions[:, width:],
+            output_hidden_states=hidden_states,
+            use_cache=True,
+            **{cache_kwarg(model): cache},
+        )
+        logits = torch.cat([head.logits[inverse], tail.logits[:, :-1]], dim=1).float()
+        hidden = None
+        if hidden_states:
+            hidden = torch.cat([head.hidden_states[-1][inverse, -1:], tail.hidden_states[-1]], dim=1)
+        return logits, hidden
 
     @contextlib.contextmanager
     def reference_model(self):
@@ -268,7 +287,7 @@ class Player:
         for start in range(0, len(generation.texts), step):
             part = _slice_generation(generation, slice(start, start + step))
             with self.reference_model() as ref:
-                refs.append(self.shared_prefix_logprobs(ref, part))
+                refs.append(self.forward(ref, part)[0])
             if self.value_head is not None:
                 logprobs, v, _ = self.forward(self.model, part, with_values=True)
                 olds.append(logprobs)
