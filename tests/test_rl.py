@@ -295,3 +295,17 @@ def test_repeated_prompts_run_once_with_the_same_logprobs_and_gradients(lora):
     full = passes()
     assert torch.allclose(shared[0], full[0], atol=1e-5) and torch.allclose(shared[1], full[1], atol=1e-5)
     assert all(torch.allclose(g, h, atol=1e-5, rtol=1e-4) for g, h in zip(shared[2], full[2], strict=True))
+
+
+def test_minibatches_hold_whole_groups(monkeypatch):
+    """The update shuffles groups, not samples, so each prompt's samples share one pass."""
+    loaded = load_model(ModelConfig(spec="tiny", lora=LoraSettings(rank=2)))
+    player = Player(loaded.model, loaded.tokenizer, RLConfig(algo="grpo", minibatch_size=6, micro_batch_size=6))
+    prompts = [chat_prompt(loaded.tokenizer, q) for q in "abcd" for _ in range(3)]
+    gen = generate(loaded.model, loaded.tokenizer, prompts, SamplingConfig(max_new_tokens=3), seed=0)
+    seen: list[list[int]] = []
+    monkeypatch.setattr(player, "_minibatch_step", lambda batch, adv, ret, idx: seen.append(idx.tolist()) or {})
+    player.update(player.make_batch(gen, torch.arange(12.0), group_size=3), torch.Generator().manual_seed(1))
+    assert sorted(i for idx in seen for i in idx) == list(range(12))
+    assert all({i // 3 for i in idx} == {idx[0] // 3, idx[3] // 3} and len(idx) == 6 for idx in seen)
+    assert [idx[0] // 3 for idx in seen] != [0, 2]  # groups were shuffled

@@ -350,8 +350,11 @@ class Player:
             self.critic.train()
         totals: dict[str, float] = {}
         n_steps = 0
+        # Shuffle whole groups, so the samples of one prompt land in one micro-batch and share its pass.
+        group = batch.group_size if len(batch) % batch.group_size == 0 else 1
         for _ in range(cfg.epochs):
-            order = torch.randperm(len(batch), generator=generator)
+            order = torch.randperm(len(batch) // group, generator=generator)
+            order = (order[:, None] * group + torch.arange(group)).flatten()
             for mb_start in range(0, len(batch), cfg.minibatch_size):
                 idx = order[mb_start : mb_start + cfg.minibatch_size]
                 stats = self._minibatch_step(batch, advantages, returns, idx)
