@@ -225,10 +225,8 @@ class Player:
     def _prompt_groups(self, model: nn.Module, batch: RolloutBatch | Generation) -> tuple | None:
         """(first row of each distinct prompt, each row's prompt index), or None when no prompt repeats
         or the model cannot keep a cache in this pass (gradient checkpointing while training)."""
-        checkpointing = (
-            getattr(model, "is_activation_checkpointing", getattr(model, "is_gradient_checkpointing", False))
-            and model.training
-        )
+        flag = "is_activation_checkpointing" if hasattr(model, "is_activation_checkpointing") else ""
+        checkpointing = getattr(model, flag or "is_gradient_checkpointing", False) and model.training
         if checkpointing and torch.is_grad_enabled():
             return None
         key = torch.cat([batch.prompt_ids, batch.prompt_mask], dim=1)
