@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, RepetitionPen
 
 from sparring import static_decode
 from sparring.errors import SparringError
+from sparring.models import base_model
 
 
 class SamplingConfig(BaseModel):
@@ -74,8 +75,7 @@ class Generation:
 
 def cache_kwarg(model: PreTrainedModel) -> str:
     """transformers renamed ``past_key_values`` to ``cache``; accept both versions."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps the model
-    params = inspect.signature(base.forward).parameters
+    params = inspect.signature(base_model(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
@@ -98,12 +98,42 @@ def sample(probs: torch.Tensor, top_p: float, generator: torch.Generator) -> tor
     return index.gather(1, choice).squeeze(1)
 
 
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(first row of each distinct prompt, each row's prompt index), or None when no prompt repeats
+    (GRPO groups, the defender's answers to one attack: their samples can share the prompt's pass)."""
+    key = torch.cat([prompt_ids, prompt_mask], dim=1)
+    unique, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if len(unique) == len(key):
+        return None
+    rows = torch.arange(len(key), device=key.device)
+    first = torch.full((len(unique),), len(key), device=key.device).scatter_reduce(0, inverse, rows, reduce="amin")
+    return first, inverse
+
+
+def prefill(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, groups, **kwargs):
+    """Run the prompts into a fresh KV cache -- each distinct prompt once when ``groups`` is given,
+    its cache rows then copied to every sample -- and return (output of the distinct rows, cache)."""
+    rows = groups[0] if groups is not None else slice(None)
+    out = model(
+        input_ids=prompt_ids[rows],
+        attention_mask=prompt_mask[rows],
+        position_ids=(prompt_mask[rows].cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+        **kwargs,
+    )
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    if groups is not None:
+        cache.reorder_cache(groups[1])
+    return out, cache
+
+
 def use_static(model: PreTrainedModel, cfg: SamplingConfig, device: torch.device) -> bool:
     """Which decode loop ``cfg.decoder`` picks for this model on this device."""
     if cfg.decoder == "auto":
         return device.type == "cuda" and static_decode.supports_static_cache(model)
     if cfg.decoder == "static" and not static_decode.supports_static_cache(model):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = base_model(model)
         raise SparringError(
             f"sampling.decoder=static: transformers cannot run {type(base).__name__} with "
             f"attn_implementation={getattr(base.config, '_attn_implementation', '?')!r} over a static cache with a "
@@ -145,24 +175,10 @@ def _generate_chunk(
     attention = prompt_mask.clone()
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     seen = prompt_ids  # what the repetition penalty looks at
-    # Several samples per prompt (GRPO groups, the defender's answers to one attack): prefill each
-    # distinct prompt once, then copy its cache rows to every sample.
-    first = {p: i for i, p in reversed(list(enumerate(prompts)))}
-    rows = sorted(set(first.values()))
-    inverse = torch.tensor([rows.index(first[p]) for p in prompts], device=device)
-    shared = len(rows) < batch
-    pick = torch.tensor(rows, device=device) if shared else slice(None)
-    out = model(
-        input_ids=prompt_ids[pick],
-        attention_mask=attention[pick],
-        position_ids=positions[pick],
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache = out.cache if hasattr(out, "cache") else out.past_key_values
-    if shared:
-        cache.reorder_cache(inverse)
-        out.logits = out.logits[inverse]
+    groups = prompt_groups(prompt_ids, prompt_mask)  # samples of one prompt share its prefill
+    out, cache = prefill(model, prompt_ids, attention, groups)
+    if groups is not None:
+        out.logits = out.logits[groups[1]]
     position = positions[:, -1:]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, logps, masks = [], [], []

@@ -85,6 +85,11 @@ class ModelConfig(BaseModel):
         return value.strip()
 
 
+def base_model(model: PreTrainedModel) -> PreTrainedModel:
+    """The transformers model under a PEFT wrapper (the model itself when there is none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 @dataclass
 class LoadedModel:
     """A model with its tokenizer, on its device, ready for generation or training."""

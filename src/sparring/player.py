@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sparring import rl
 from sparring.distributed import Distributed
-from sparring.generation import Generation, cache_kwarg
+from sparring.generation import Generation, cache_kwarg, prefill, prompt_groups
 
 
 class RLConfig(BaseModel):
@@ -223,37 +223,19 @@ class Player:
         return logprobs, values, entropy
 
     def _prompt_groups(self, model: nn.Module, batch: RolloutBatch | Generation) -> tuple | None:
-        """(first row of each distinct prompt, each row's prompt index), or None when no prompt repeats
-        or the model cannot keep a cache in this pass (gradient checkpointing while training)."""
-        flag = "is_activation_checkpointing" if hasattr(model, "is_activation_checkpointing") else ""
-        checkpointing = getattr(model, flag or "is_gradient_checkpointing", False) and model.training
-        if checkpointing and torch.is_grad_enabled():
+        """``prompt_groups`` of the batch, or None where this pass cannot keep a cache: gradient
+        checkpointing (which this player turned on for its policy) while training."""
+        if self.config.gradient_checkpointing and model.training and torch.is_grad_enabled():
             return None
-        key = torch.cat([batch.prompt_ids, batch.prompt_mask], dim=1)
-        unique, inverse = torch.unique(key, dim=0, return_inverse=True)
-        if len(unique) == len(key):
-            return None
-        first = torch.full((len(unique),), len(key), device=key.device)
-        first = first.scatter_reduce(0, inverse, torch.arange(len(key), device=key.device), reduce="amin")
-        return first, inverse
+        return prompt_groups(batch.prompt_ids, batch.prompt_mask)
 
     def _shared_prefix_pass(
         self, model: nn.Module, batch, mask: torch.Tensor, positions: torch.Tensor, groups: tuple, hidden_states: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each distinct prompt once, its cache copied per sample, then the responses: the logits
         (and last hidden states) at the n + 1 positions that predict/score the n response tokens."""
-        first, inverse = groups
         width = batch.prompt_ids.shape[1]
-        head = model(
-            input_ids=batch.prompt_ids[first],
-            attention_mask=batch.prompt_mask[first],
-            position_ids=positions[first, :width],
-            output_hidden_states=hidden_states,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = head.cache if hasattr(head, "cache") else head.past_key_values
-        cache.reorder_cache(inverse)
+        head, cache = prefill(model, batch.prompt_ids, batch.prompt_mask, groups, output_hidden_states=hidden_states)
         tail = model(
             input_ids=batch.response_ids,
             attention_mask=mask,
@@ -262,6 +244,7 @@ class Player:
             use_cache=True,
             **{cache_kwarg(model): cache},
         )
+        inverse = groups[1]
         logits = torch.cat([head.logits[inverse], tail.logits[:, :-1]], dim=1).float()
         hidden = None
         if hidden_states:

@@ -21,13 +21,15 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StaticCache
 
+from sparring.models import base_model
+
 ChunkResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def supports_static_cache(model: PreTrainedModel) -> bool:
     """Whether transformers can run this model over a ``StaticCache`` (its compile-ready architectures)
     with the additive 4-D masks used here (sdpa or eager attention; flash-attention kernels take none)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     ready = getattr(base, "_can_compile_fullgraph", False) or getattr(base, "_supports_static_cache", False)
     return bool(ready) and getattr(base.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
 
