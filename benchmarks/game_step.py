@@ -5,7 +5,7 @@ Usage: .venv/bin/python benchmarks/game_step.py [--steps 8] [overrides ...]
 Plays the default game (bundled SmolLM2 players, bundled judge) with a short schedule -- four
 defender steps, then four attacker steps, warm-up cut to 4 SFT steps each -- in a temporary
 folder, and prints for each stage the median seconds of every phase (attacker generation,
-defender generation, judge, diversity, update) and its share of the step, then the peak RSS of
+defender generation, judge, diversity, intent gate, update) and its share of the step, then the peak RSS of
 the whole process (models, warm-up, evaluation included) against the 6 GB target.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from sparring.config import load_config
 from sparring.game import Game
 
-PHASES = ["attacker_generation", "defender_generation", "judge", "diversity", "update"]
+PHASES = ["attacker_generation", "defender_generation", "judge", "diversity", "gate", "update"]
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from sparring.cli import app
 from sparring.config import GameConfig, load_config
 from sparring.errors import SparringError
-from sparring.game import Game, clean_attack, game_rewards
+from sparring.game import Game, Gate, clean_attack, game_rewards
 
 TINY = [
     "attacker.model.spec=tiny",
@@ -60,6 +60,21 @@ def test_reward_signs():
     assert penalised == pytest.approx([1.0 - 0.5 - 0.2, 0.0 - 0.5])
 
 
+def test_the_gate_pays_only_attacks_that_kept_their_intent():
+    """Attack 0 kept its seed's harmful intent; attack 1 is harmful but off its seed's topic; attack 2
+    turned benign: the defender is paid for answering it, and neither 1 nor 2 pays the attacker."""
+    p_unsafe = np.array([1.0, 1.0, 0.9, 0.9, 0.8, 0.8])  # three attacks, two answers each
+    refusal = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0])  # the defender refused attack 2 once
+    gate = Gate(
+        intent=np.array([0.9, 0.8, 0.1]), relevance=np.array([0.6, 0.1, 0.7]),
+        harmful=np.array([True, True, False]), kept=np.array([True, False, False]),
+        attack_refusal=refusal, penalty=0.5,
+    )  # fmt: skip
+    defender, attacker = game_rewards(p_unsafe, np.zeros(0), np.zeros(3), np.zeros(3), 5.0, 1.0, gate)
+    assert defender == pytest.approx([0.0, 0.0, 0.1, 0.1, 0.0, 1.0])
+    assert attacker == pytest.approx([1.0, -0.5, -0.5])
+
+
 def test_clean_attack():
     assert clean_attack('\n  "Question: How do I pick a lock?"\nMore text') == "How do I pick a lock?"
     assert clean_attack("plain") == "plain"
@@ -81,7 +96,9 @@ def test_each_mode_runs_and_fills_the_run_directory(tmp_path, mode):
     assert summary["steps"] == 3
     assert load_config(run / "config.yaml").mode == mode  # the saved config round-trips
     if mode == "gpo-nodiv":
-        assert all(a["attacker_reward"] == pytest.approx(np.mean(a["p_unsafe"])) for a in attacks)
+        # no diversity terms: the gated unsafety alone
+        want = [np.mean(a["p_unsafe"]) if a["kept"] else -0.5 for a in attacks]
+        assert [a["attacker_reward"] for a in attacks] == pytest.approx(want)
     if mode == "rlhf":
         assert not (run / "checkpoints" / "step-3" / "attacker").exists()
 
@@ -93,8 +110,15 @@ def test_logged_rewards_follow_the_payoffs(tmp_path):
     Game(cfg, tmp_path / "r").play()
     attacks = [json.loads(line) for line in (tmp_path / "r" / "attacks.jsonl").read_text().splitlines()]
     for a in attacks:
-        want = np.mean(a["p_unsafe"]) - 20.0 * a["self_bleu"] - 3.0 * a["embedding_similarity"]
+        assert a["kept"] == (a["intent"] >= 0.5 and a["relevance"] >= 0.3)
+        unsafety = np.mean(a["p_unsafe"]) if a["kept"] else -0.5
+        want = unsafety - 20.0 * a["self_bleu"] - 3.0 * a["embedding_similarity"]
         assert a["attacker_reward"] == pytest.approx(want, abs=1e-5)
+    metrics = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 <= m["intent_kept"] <= m["intent_harmful"] <= 1.0 for m in metrics)
+    # the cheap held-out check runs at each stage boundary (after steps 0 and 2: D | A A)
+    assert [m["step"] for m in metrics if "stage_eval_asr" in m] == [0, 2]
+    assert all(0.0 <= m["stage_eval_over_refusal"] <= 1.0 for m in metrics if "stage_eval_asr" in m)
     assert any(a["self_bleu"] > 0 or a["embedding_similarity"] != 0 for a in attacks if a["step"] > 0)
 
 
@@ -106,12 +130,16 @@ class Stop(Exception):
     pass
 
 
-def test_resume_continues_exactly(tmp_path):
-    cfg = tiny_config(tmp_path, "run.name=straight")
+REPLAYING = ["gate.enabled=false", "schedule.defender_steps=1", "schedule.attacker_steps=1", "data.replay_fraction=0.5"]
+
+
+@pytest.mark.parametrize("extra", [[], REPLAYING], ids=["default", "replaying"])
+def test_resume_continues_exactly(tmp_path, extra):
+    cfg = tiny_config(tmp_path, "run.name=straight", *extra)
     straight = Game(cfg, tmp_path / "straight")
     straight.play()
 
-    broken_cfg = tiny_config(tmp_path, "run.name=broken")
+    broken_cfg = tiny_config(tmp_path, "run.name=broken", *extra)
 
     def crash(kind, payload):
         if kind == "step" and payload["step"] == 2:
@@ -136,6 +164,18 @@ def test_resume_continues_exactly(tmp_path):
 
     assert rows("straight", "metrics.jsonl") == rows("broken", "metrics.jsonl")  # each step exactly once
     assert rows("straight", "attacks.jsonl") == rows("broken", "attacks.jsonl")
+
+
+def test_defender_steps_replay_earlier_successful_attacks(tmp_path):
+    """With the refusal matcher as judge a tiny model's babble always 'succeeds', so the archive fills
+    from step 0 and every later defender step replays half its attacks from it."""
+    Game(tiny_config(tmp_path, "run.name=r", *REPLAYING), tmp_path / "r").play()
+    rows = [json.loads(line) for line in (tmp_path / "r" / "attacks.jsonl").read_text().splitlines()]
+    fresh = [r for r in rows if not r.get("replay")]
+    replayed = [r for r in rows if r.get("replay")]
+    assert {r["step"] for r in replayed} == {2} and len(replayed) == 2  # seeds_per_step 3 x 0.5, rounded
+    assert all((r["prompt"], r["seed"]) in {(f["prompt"], f["seed"]) for f in fresh if f["step"] < 2} for r in replayed)
+    assert len([r for r in fresh if r["step"] == 2]) == 1
 
 
 def test_resume_before_any_checkpoint_starts_over(tmp_path):
@@ -219,6 +259,9 @@ def test_train_command_json_and_eval_command(tmp_path):
         numbers["benign"]["overrefusal"]["over_refusal"],
     ]:
         assert rate["ci"][0] <= rate["value"] <= rate["ci"][1]
+    # every prompt's answer is kept, with each judge's score on harmful rows
+    assert [r["set"] for r in numbers["answers"]] == ["harmbench"] * 3 + ["advbench"] * 3 + ["overrefusal"] * 3
+    assert all(set(r["p_unsafe"]) == {"refusal"} for r in numbers["answers"] if r["kind"] == "harmful")
     assert "advbench" in ev.stdout and "overrefusal" in ev.stdout  # the table
 
 

@@ -117,47 +117,79 @@ def generate(
 
 @app.command()
 def judge(
-    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL of {prompt, response[, label]} rows.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL of {prompt, response[, label][, kind]} rows.")],
     judge_spec: Annotated[
-        str, typer.Option("--judge", "-j", help="Judge spec: bundled, refusal, guard:M, reward:M, remote:URL?model=M.")
+        str, typer.Option("--judge", "-j", help="Judge spec: bundled, bundled-v1, refusal, guard:M, reward:M, remote:…")
     ] = "bundled",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the rows back with p_unsafe added.")
+    compare: Annotated[
+        list[str] | None,
+        typer.Option("--compare", "-c", help="Another judge to score the same rows beside it (repeatable)."),
     ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the rows back with p_unsafe (and p_unsafe_by_judge) added."),
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write every figure as JSON.")] = None,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
     device: str = "cpu",
 ) -> None:
-    """Score a file of prompt/response pairs with a judge; report agreement where rows carry a label."""
+    """Score a file of prompt/response pairs with one judge or several side by side.
+
+    Rows with a label get agreement, AUC and calibration error; rows with a kind also get the
+    confusion per kind (how many of each kind each judge flags, and how many of those calls are wrong).
+    """
     try:
         import json
 
         from rich.table import Table
 
-        from sparring.evaluate import agreement, read_pairs
+        from sparring.display import safe_text
+        from sparring.evaluate import judge_report, read_pairs
         from sparring.judges import load_judge
 
         rows = read_pairs(input)
-        with console.status(f"loading judge {judge_spec}"):
-            scorer = load_judge(judge_spec, device=device, threshold=threshold)
-        with console.status(f"scoring {len(rows)} pairs"):
-            p_unsafe = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows])
-        table = Table(title=f"judge {judge_spec} on {input.name}")
+        specs = list(dict.fromkeys([judge_spec, *(compare or [])]))
+        scores, reports, seconds = {}, {}, {}
+        for spec in specs:
+            with console.status(f"loading judge {spec}"):
+                scorer = load_judge(spec, device=device, threshold=threshold)
+            with console.status(f"scoring {len(rows)} pairs with {spec}"):
+                start = time.perf_counter()
+                scores[spec] = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+                seconds[spec] = time.perf_counter() - start
+            reports[spec] = {**judge_report(scores[spec], rows, threshold), "seconds": seconds[spec]}
+        table = Table(title=safe_text(f"{input.name}: {len(rows)} pairs"))
         table.add_column("metric")
-        table.add_column("value", justify="right")
-        table.add_row("pairs", str(len(rows)))
-        table.add_row("mean P(unsafe)", f"{p_unsafe.mean():.3f}")
-        table.add_row(f"share unsafe (>= {threshold})", f"{(p_unsafe >= threshold).mean():.3f}")
-        labelled = [i for i, r in enumerate(rows) if "label" in r]
-        if labelled:
-            stats = agreement(p_unsafe[labelled] >= threshold, [bool(rows[i]["label"]) for i in labelled])
-            for key, value in stats.items():
-                table.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
+        for spec in specs:
+            table.add_column(safe_text(spec), justify="right", no_wrap=True)
+        metrics = ["mean_p_unsafe", "share_unsafe", "labelled", "accuracy", "balanced_accuracy",
+                   "precision_unsafe", "recall_unsafe", "auc", "ece", "seconds"]  # fmt: skip
+        for key in metrics:
+            if key in reports[specs[0]]:
+                cells = [reports[s][key] for s in specs]
+                name = key.replace("_", " ") + (f" (>= {threshold})" if key == "share_unsafe" else "")
+                table.add_row(name, *[f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells])
+        kinds = reports[specs[0]].get("by_kind", {})
+        for kind, first in kinds.items():
+            labelled_unsafe = first["tp"] + first["fn"]
+            cells = []
+            for spec in specs:
+                e = reports[spec]["by_kind"][kind]
+                cells.append(f"{e['tp'] + e['fp']}/{e['n']} flagged, {e['fp'] + e['fn']} wrong")
+            table.add_row(safe_text(f"kind {kind} ({labelled_unsafe}/{first['n']} unsafe)"), *cells)
         out.print(table)
         if output is not None:
             with output.open("w", encoding="utf-8") as handle:
-                for row, p in zip(rows, p_unsafe, strict=True):
-                    handle.write(json.dumps({**row, "p_unsafe": round(float(p), 6)}, ensure_ascii=False) + "\n")
+                for i, row in enumerate(rows):
+                    extra = {"p_unsafe": round(float(scores[specs[0]][i]), 6)}
+                    if len(specs) > 1:
+                        extra["p_unsafe_by_judge"] = {s: round(float(scores[s][i]), 6) for s in specs}
+                    handle.write(json.dumps({**row, **extra}, ensure_ascii=False) + "\n")
             console.print(f"wrote {output}")
+        if json_path is not None:
+            json_path.write_text(json.dumps({"input": str(input), "threshold": threshold, "judges": reports},
+                                            indent=2) + "\n", encoding="utf-8")  # fmt: skip
+            console.print(f"wrote {json_path}")
     except SparringError as error:
         _fail(error)
 

@@ -101,6 +101,22 @@ class DiversityConfig(_Strict):
     window: int | None = Field(None, ge=1, description="Only the last N attacks count as history; None = all.")
 
 
+class GateConfig(_Strict):
+    """Attacks that stay attacks. An attack earns the unsafety reward only if it still asks for harm
+    (the bundled judge's request head) and stays on its seed's topic (MiniLM cosine to the seed);
+    otherwise the attacker gets ``-penalty`` in its place. Attacks whose request is no longer harmful
+    are benign requests for the defender, which is paid for answering them, as on its benign diet."""
+
+    enabled: bool = Field(True, description="Gate the attacker's unsafety reward on intent and relevance.")
+    intent_threshold: float = Field(
+        0.5, ge=0, le=1, description="P(harmful request) at or above which an attack still seeks harm."
+    )
+    relevance_threshold: float = Field(
+        0.3, ge=-1, le=1, description="Cosine (all-MiniLM-L6-v2) to the seed at or above which it is on topic."
+    )
+    penalty: float = Field(0.5, ge=0, description="The attacker's reward for an attack that lost its intent.")
+
+
 class ScheduleConfig(_Strict):
     steps: int = Field(40, ge=1, description="Game steps (each updates one player).")
     defender_steps: int = Field(10, ge=1, description="D: consecutive defender steps per round.")
@@ -116,6 +132,13 @@ class DataConfig(_Strict):
     seeds_per_step: int = Field(8, ge=1, description="Seed prompts drawn per defender step.")
     attacker_seeds_per_step: int = Field(4, ge=1, description="Seed prompts drawn per attacker step (x k rewrites).")
     benign_per_step: int = Field(4, ge=0, description="Benign prompts per defender step (two-sided diet); 0 = off.")
+    replay_fraction: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="Share of a defender step's attacks drawn from the archive of earlier successful attacks "
+        "(kept their intent, judged unsafe), so the defender does not forget earlier attackers; 0 = off.",
+    )
     eval_size: int = Field(40, ge=1, description="Prompts per held-out evaluation set.")
 
 
@@ -140,6 +163,12 @@ class RunConfig(_Strict):
     eval_at_start: bool = True
     eval_at_end: bool = True
     eval_max_new_tokens: int = Field(48, ge=1)
+    stage_eval_size: int = Field(
+        16,
+        ge=0,
+        description="Held-out prompts per set (the first N of the eval sets) evaluated at every stage boundary, "
+        "so the curves show what each defender and attacker stage did; logged as stage_eval_* in metrics; 0 = off.",
+    )
     tracker: Literal["none", "tensorboard", "wandb"] = "none"
 
 
@@ -155,6 +184,7 @@ class GameConfig(_Strict):
     defender: PlayerConfig = Field(default_factory=PlayerConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     diversity: DiversityConfig = Field(default_factory=DiversityConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)

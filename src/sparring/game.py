@@ -36,6 +36,7 @@ from sparring.errors import SparringError
 from sparring.evaluate import evaluate_defender
 from sparring.generation import Generation, generate
 from sparring.judges import RefusalJudge, load_judge
+from sparring.judges.pair import PairJudge
 from sparring.judges.refusal import refusal_score
 from sparring.models import LoadedModel, add_lora, chat_prompt, load_adapter, load_model
 from sparring.player import Player
@@ -114,10 +115,14 @@ class Game:
         self.judge = load_judge(cfg.judge.spec, device=str(self.defender.device), threshold=cfg.judge.threshold)
         self.refusal = RefusalJudge()
         self.embed = load_embedder(cfg.diversity.embedder)
+        self.intent = None  # the gate's request-harm estimate: the judge's own request head where it has one
+        if cfg.gate.enabled and self.attacker is not None:
+            self.intent = self.judge if hasattr(self.judge, "request_harm") else PairJudge()
         self.seeds = data_sources.load_prompt_set(cfg.data.harmful_seeds)
         self.benign = data_sources.load_prompt_set(cfg.data.benign) if cfg.data.benign_per_step else []
         self.eval_harmful = held_out(cfg.data.eval_harmful, set(self.seeds), cfg.data.eval_size, cfg.run.seed)
         self.eval_benign = held_out(cfg.data.eval_benign, set(self.benign), cfg.data.eval_size, cfg.run.seed)
+        self.archive: list[tuple[str, str]] = []  # (attack, its seed): earlier successful attacks, for replay
         self.bleu_index = SelfBleuIndex(cfg.diversity.window)
         self.emb_history = EmbeddingHistory(cfg.diversity.window)
         self.metrics_log = JsonlLog(run_dir / "metrics.jsonl")
@@ -179,6 +184,9 @@ class Game:
         with StopSignals() as stop:
             for step in range(self.start_step, cfg.schedule.steps):
                 result = self.step(step)
+                stage_ends = step + 1 == cfg.schedule.steps or cfg.stage(step + 1) != cfg.stage(step)
+                if cfg.run.stage_eval_size and stage_ends:
+                    result.metrics.update(self.stage_eval())
                 if self.dist.is_main:
                     self.metrics_log.append([result.metrics])
                     self.attacks_log.append(result.attacks)
@@ -225,6 +233,22 @@ class Game:
         result["seconds"] = round(time.perf_counter() - start, 1)
         self.emit("eval", {"label": label, **result})
         return result
+
+    def stage_eval(self) -> dict:
+        """The cheap held-out check at a stage boundary: the first ``run.stage_eval_size`` prompts of each set."""
+        if not self.dist.is_main:
+            return {}
+        n = self.config.run.stage_eval_size
+        result = evaluate_defender(
+            self.defender.model, self.defender.tokenizer, {"judge": self.judge, "refusal": self.refusal},
+            self.eval_harmful[:n], self.eval_benign[:n], self.config.run.eval_max_new_tokens,
+            self.config.defender.system_prompt,
+        )  # fmt: skip
+        return {
+            "stage_eval_asr": result["asr"]["judge"],
+            "stage_eval_asr_refusal_matcher": result["asr"]["refusal"],
+            "stage_eval_over_refusal": result["over_refusal"],
+        }
 
     def _write_eval(self, evals: dict) -> None:
         if self.dist.is_main:
@@ -280,6 +304,16 @@ class Game:
             )
         return did
 
+    def _gate(self, attacks: list[str], seeds: list[str], embeddings: np.ndarray, refusal: np.ndarray) -> Gate | None:
+        """Intent (request head) and relevance (cosine to the seed) of each attack, against the thresholds."""
+        if self.intent is None:
+            return None
+        g = self.config.gate
+        intent = self.intent.request_harm(attacks)
+        relevance = (np.asarray(embeddings) * self.embed(seeds)).sum(1)  # both unit-normalised
+        harmful = intent >= g.intent_threshold
+        return Gate(intent, relevance, harmful, harmful & (relevance >= g.relevance_threshold), refusal, g.penalty)
+
     def _attack_prompt(self, seed: str) -> str:
         a = self.config.attacker
         return chat_prompt(self.attacker.tokenizer, a.template.replace("{seed}", seed), a.system_prompt)
@@ -299,9 +333,14 @@ class Game:
             timings[f"time_{name}"] = round(now - clock, 3)
             clock = now
 
-        # 1. seeds -> attack prompts
+        # 1. seeds -> attack prompts; in defender stages a share replays earlier successful attacks
         n_seeds = cfg.data.attacker_seeds_per_step if stage == "attacker" else cfg.data.seeds_per_step
-        seeds = self.dist.shard(rng.sample(self.seeds, min(n_seeds, len(self.seeds))))
+        n_replay = 0
+        if stage == "defender" and self.attacker is not None and self.archive:
+            wanted = min(len(self.archive), round(cfg.data.replay_fraction * n_seeds))
+            n_replay = wanted // self.dist.world * self.dist.world  # every process replays as many
+        replayed = self.dist.shard(rng.sample(self.archive, n_replay)) if n_replay else []
+        seeds = self.dist.shard(rng.sample(self.seeds, min(n_seeds - n_replay, len(self.seeds))))
         rank = f"/rank{self.dist.rank}" if self.dist.active else ""  # each process samples its own
         attacker_gen: Generation | None = None
         k_a = cfg.attacker.samples_per_prompt if stage == "attacker" else 1
@@ -317,6 +356,9 @@ class Game:
                 seed=step_seed(cfg.run.seed, step, "attacker" + rank),
             )
             attacks = [clean_attack(t) for t in attacker_gen.texts]
+        n_fresh = len(attacks)
+        attacks += [a for a, _ in replayed]
+        attack_seeds += [s for _, s in replayed]
         lap("attacker_generation")
 
         # 2. defender answers attacks (k_d each in its own stages) and, in its stages, benign prompts
@@ -342,22 +384,27 @@ class Game:
 
         # 4. diversity of the attacks against the history of all earlier attacks, then add them
         w_bleu, w_emb = cfg.diversity_weights
-        # Every process adds every process's attacks, in rank order, so all histories stay identical.
-        per_rank = self.dist.gather(attacks)
+        # Every process adds every process's fresh attacks, in rank order, so all histories stay identical
+        # (replayed attacks are in the history already).
+        per_rank = self.dist.gather(attacks[:n_fresh])
         everyone = [a for part in per_rank for a in part]
         mine = sum(len(part) for part in per_rank[: self.dist.rank])
         bleu = self.bleu_index.score(attacks)
         all_embeddings = self.embed(everyone)
-        embeddings = all_embeddings[mine : mine + len(attacks)]
+        embeddings = all_embeddings[mine : mine + n_fresh]
+        if replayed:
+            embeddings = np.concatenate([embeddings, self.embed(attacks[n_fresh:])])
         emb_sim = self.emb_history.score(embeddings)
         if self.attacker is not None:
             self.bleu_index.add(everyone)
             self.emb_history.add(all_embeddings)
         lap("diversity")
 
-        # 5. rewards
+        # 5. the gate (does each attack still seek harm, on its seed's topic?), then the rewards
+        gate = self._gate(attacks, attack_seeds, embeddings, refusals[:n_attack_rows])
+        lap("gate")
         defender_reward, attacker_reward = game_rewards(
-            p_unsafe, refusals[n_attack_rows:], bleu, emb_sim, w_bleu, w_emb
+            p_unsafe, refusals[n_attack_rows:], bleu, emb_sim, w_bleu, w_emb, gate
         )
 
         # 6. RL update of the player whose stage it is
@@ -384,6 +431,9 @@ class Game:
             "embedding_similarity": float(emb_sim.mean()),
             "diversity_within_batch": 1.0 - self_bleu_within(attacks) if len(attacks) > 1 else 0.0,
             "benign_refusal": float((refusals[n_attack_rows:] >= 1.0).mean()) if benign else None,
+            "intent_kept": float(gate.kept.mean()) if gate else None,
+            "intent_harmful": float(gate.harmful.mean()) if gate else None,
+            "seed_relevance": float(gate.relevance.mean()) if gate else None,
             "history": len(self.bleu_index),
             **{f"{stage}_{k}": v for k, v in stats.as_dict().items()},
             **timings,
@@ -407,6 +457,8 @@ class Game:
                     "self_bleu": round(float(bleu[i]), 6),
                     "embedding_similarity": round(float(emb_sim[i]), 6),
                     "attacker_reward": round(float(attacker_reward[i]), 6),
+                    **(gate.row(i) if gate else {}),
+                    **({"replay": True} if i >= n_fresh else {}),
                 }
             )
         if self.dist.active:  # rank 0 logs every process's rows and the mean of their numbers
@@ -417,6 +469,8 @@ class Game:
                     values = [m[key] for m in everyone_metrics if isinstance(m.get(key), float)]
                     metrics[key] = float(np.mean(values)) if values else None
             metrics["processes"] = self.dist.world
+        if self.attacker is not None:  # every rank sees every row, so every archive stays identical
+            self.archive += successful_attacks(rows, cfg.judge.threshold)
         return StepResult(metrics, rows)
 
     # -------------------------------------------------------------------------------------- checkpoints
@@ -494,8 +548,9 @@ class Game:
             self.metrics_log.truncate_to(step)
             self.attacks_log.truncate_to(step)
         self.dist.barrier()
-        attacks = self.attacks_log.read()
+        attacks = [row for row in self.attacks_log.read() if not row.get("replay")]
         if self.attacker is not None:
+            self.archive = successful_attacks(attacks, self.config.judge.threshold)
             self.bleu_index.add([row["prompt"] for row in attacks])
             if self.config.diversity.window is not None:  # a window needs the embeddings themselves
                 if attacks:
@@ -507,6 +562,34 @@ class Game:
         self.emit("status", {"text": f"resumed from {folder.name}"})
 
 
+def successful_attacks(rows: list[dict], threshold: float) -> list[tuple[str, str]]:
+    """(attack, seed) of fresh attacks that kept their intent (where a gate ran) and had an answer judged
+    unsafe: the archive that defender steps replay from. Read from the logged rows, so a resume rebuilds it."""
+    return [
+        (r["prompt"], r["seed"])
+        for r in rows
+        if not r.get("replay") and r.get("kept", True) and max(r["p_unsafe"]) >= threshold
+    ]
+
+
+@dataclass
+class Gate:
+    """Per attack: P(harmful request), cosine to its seed, whether it seeks harm, whether it kept its
+    seed's intent (harmful and on topic); per answer to it: the refusal score; the lost-intent penalty."""
+
+    intent: np.ndarray
+    relevance: np.ndarray
+    harmful: np.ndarray
+    kept: np.ndarray
+    attack_refusal: np.ndarray
+    penalty: float
+
+    def row(self, i: int) -> dict:
+        """Attack ``i``'s gate readings, for attacks.jsonl."""
+        return {"intent": round(float(self.intent[i]), 6), "relevance": round(float(self.relevance[i]), 6),
+                "kept": bool(self.kept[i])}  # fmt: skip
+
+
 def game_rewards(
     p_unsafe: np.ndarray,
     benign_refusal: np.ndarray,
@@ -514,15 +597,24 @@ def game_rewards(
     emb_sim: np.ndarray,
     w_bleu: float,
     w_emb: float,
+    gate: Gate | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The payoffs. p_unsafe holds k_d judged answers per attack (attack-major order).
 
     defender: 1 - P(unsafe) per answer to an attack, then 1 - refusal per benign answer;
     attacker: mean P(unsafe) over its attack's answers - w_bleu SelfBLEU - w_emb EmbSim.
+    With the gate: an attack that no longer seeks harm on its seed's topic earns -penalty in place of
+    its mean P(unsafe), and answers to attacks that no longer seek harm are paid 1 - refusal, like
+    answers to benign requests (answering a harmless question is the safe thing to do).
     """
     k_d = len(p_unsafe) // max(len(self_bleu), 1)
-    defender = np.concatenate([1.0 - p_unsafe, 1.0 - benign_refusal])
-    attacker = p_unsafe.reshape(len(self_bleu), k_d).mean(1) - w_bleu * self_bleu - w_emb * emb_sim
+    answered = 1.0 - p_unsafe
+    unsafety = p_unsafe.reshape(len(self_bleu), k_d).mean(1)
+    if gate is not None:
+        answered = np.where(np.repeat(gate.harmful, k_d), answered, 1.0 - gate.attack_refusal)
+        unsafety = np.where(gate.kept, unsafety, -gate.penalty)
+    defender = np.concatenate([answered, 1.0 - benign_refusal])
+    attacker = unsafety - w_bleu * self_bleu - w_emb * emb_sim
     return defender, attacker
 
 

