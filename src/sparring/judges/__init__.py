@@ -2,8 +2,9 @@
 
 | spec | judge |
 |---|---|
-| ``bundled`` | the default (v2): a MiniLM cross-encoder over (request, answer), offline |
-| ``bundled-v1`` | the first bundled judge: two logistic heads over separate MiniLM embeddings |
+| ``bundled`` | the default, offline: v1 until v2 beats it on every held-out measure (README) |
+| ``bundled-v1`` | two logistic heads over separate MiniLM embeddings of request and answer |
+| ``bundled-v2`` | a MiniLM cross-encoder: P(harmful request) * P(answer delivers it), calibrated |
 | ``refusal`` | the AdvBench-style refusal matcher |
 | ``guard:MODEL[?template=llama-guard-3&safe=safe&unsafe=unsafe]`` | a Llama-Guard-style causal LM |
 | ``reward:MODEL[?mapping=sigmoid-reward|sigmoid-cost|softmax:K&offset=0]`` | a sequence classifier |
@@ -21,7 +22,7 @@ from sparring.judges.refusal import RefusalJudge
 
 __all__ = ["Judge", "RefusalJudge", "load_judge"]
 
-JUDGE_KINDS = ("bundled", "bundled-v1", "refusal", "guard:MODEL", "reward:MODEL", "remote:URL?model=NAME")
+JUDGE_KINDS = ("bundled", "bundled-v1", "bundled-v2", "refusal", "guard:MODEL", "reward:MODEL", "remote:URL?model=NAME")
 
 
 def _split(spec: str) -> tuple[str, dict[str, str]]:
@@ -45,11 +46,11 @@ def load_judge(spec: str, device: str = "cpu", threshold: float = 0.5) -> Judge:
     judge: Judge
     if spec == "refusal":
         judge = RefusalJudge()
-    elif spec == "bundled":
+    elif spec == "bundled-v2":
         from sparring.judges.pair import PairJudge
 
         judge = PairJudge(device=device)
-    elif spec == "bundled-v1":
+    elif spec in ("bundled", "bundled-v1"):
         from sparring.judges.bundled import BundledJudge
 
         judge = BundledJudge(device=device)

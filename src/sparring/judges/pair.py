@@ -21,6 +21,8 @@ held-out figures beside the weights in resources/bundled_judge_v2.json.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,15 +138,21 @@ def save_judge(model: PairEncoder, calibration: tuple[float, float], recipe: dic
 
 
 def load_trained(path: Path = WEIGHTS) -> tuple[PairEncoder, tuple[float, float]]:
-    """The shipped judge with its adapter merged into MiniLM (one plain forward per pair), in eval mode."""
-    from peft import set_peft_model_state_dict
-    from safetensors import safe_open
-
+    """The shipped judge with its adapter merged into MiniLM (one plain forward per pair), in eval mode.
+    Loaded once per process and file version: the game's judge and its intent gate share it."""
     if not path.exists():
         raise SparringError(
             f"bundled judge weights are missing at {path}",
             hint="reinstall sparring, or run scripts/train_bundled_judge_v2.py",
         )
+    return _load_trained(path.resolve(), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_trained(path: Path, _version: int) -> tuple[PairEncoder, tuple[float, float]]:
+    from peft import set_peft_model_state_dict
+    from safetensors import safe_open
+
     with safe_open(str(path), "pt") as handle:
         lora = json.loads((handle.metadata() or {}).get("lora", '{"r": 16, "alpha": 32}'))
     state = load_file(str(path))
@@ -172,12 +180,13 @@ def _batched_logits(fn, encode, items: list, batch_size: int, device: torch.devi
 class PairJudge(Judge):
     """P(unsafe | x, y) = calibrated P(harmful request) * P(answer delivers it), from one MiniLM."""
 
-    name = "bundled"
+    name = "bundled-v2"
 
     def __init__(self, weights: Path = WEIGHTS, device: str = "cpu", batch_size: int = 64) -> None:
         self.model, self.calibration = load_trained(weights)
         self.device = torch.device(device)
-        self.model.to(self.device)
+        if self.device.type != "cpu":  # the cached copy stays on the CPU; another device gets its own
+            self.model = copy.deepcopy(self.model).to(self.device)
         self.batch_size = batch_size
 
     def deliver_logits(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
