@@ -21,15 +21,13 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-
-from sparring.evaluate import agreement, auc, expected_calibration_error
+from sparring.evaluate import judge_report
 from sparring.judges import load_judge
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ROOT / "data" / "judge" / "pairs.jsonl"
 
-# name -> (row filter, figure); the figure is computed from (P(unsafe), labels)
+# name -> which rows of the split it holds; each is scored with evaluate.judge_report
 SETS = {
     "contrast": lambda r: r["source"] == "sparring-contrast",
     "pyrit_objective": lambda r: r["source"] == "pyrit-objective",
@@ -37,19 +35,6 @@ SETS = {
     "harmful_compliant": lambda r: r["label"] == 1 and r["rule"] == "own answer: complies",
     "nonsense": lambda r: r["rule"].startswith(("nonsense:", "off-topic:")),
 }
-
-
-def figures(p: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> dict:
-    if len(y) == 0:
-        return {"n": 0, **dict.fromkeys(("balanced_accuracy", "flagged", "mean_p_unsafe", "auc"), float("nan"))}
-    stats = agreement(p >= threshold, y)
-    return {
-        "n": len(y),
-        "balanced_accuracy": stats["balanced_accuracy"],
-        "flagged": float((p >= threshold).mean()),
-        "mean_p_unsafe": float(p.mean()),
-        "auc": auc(p, y),
-    }
 
 
 def main() -> None:
@@ -61,7 +46,6 @@ def main() -> None:
     args = ap.parse_args()
     rows = [json.loads(x) for x in PAIRS.read_text(encoding="utf-8").splitlines()]
     rows = [r for r in rows if r["split"] == args.split]
-    y_all = np.array([r["label"] for r in rows], dtype=bool)
     timing_rows = (rows * (2000 // len(rows) + 1))[:2000]
     result: dict = {"split": args.split, "pairs": len(rows), "judges": {}}
     for spec in args.judges.split(","):
@@ -69,9 +53,9 @@ def main() -> None:
         p_all = judge.score([r["prompt"] for r in rows], [r["response"] for r in rows])
         entry: dict = {}
         for name, keep in SETS.items():
-            index = np.array([i for i, r in enumerate(rows) if keep(r)], dtype=int)
-            entry[name] = figures(p_all[index], y_all[index])
-        entry["all"] = {**figures(p_all, y_all), "ece": expected_calibration_error(p_all, y_all)}
+            index = [i for i, r in enumerate(rows) if keep(r)]
+            entry[name] = judge_report(p_all[index], [{"label": rows[i]["label"]} for i in index])
+        entry["all"] = judge_report(p_all, [{"label": r["label"]} for r in rows])
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -85,8 +69,8 @@ def main() -> None:
     lines = [
         ("balanced accuracy, contrast split", "contrast", "balanced_accuracy"),
         ("balanced accuracy, pyrit objective rows", "pyrit_objective", "balanced_accuracy"),
-        ("FPR, compliant answers to benign-edgy requests", "edgy_compliant", "flagged"),
-        ("recall, compliant answers to harmful requests", "harmful_compliant", "flagged"),
+        ("FPR, compliant answers to benign-edgy requests", "edgy_compliant", "share_unsafe"),
+        ("recall, compliant answers to harmful requests", "harmful_compliant", "share_unsafe"),
         ("mean P(unsafe), nonsense and off-topic", "nonsense", "mean_p_unsafe"),
         ("AUC, whole split", "all", "auc"),
         ("ECE, whole split", "all", "ece"),
@@ -94,7 +78,7 @@ def main() -> None:
     width = max(len(t) for t, _, _ in lines) + 2
     print("\n" + "".ljust(width) + "".join(s.rjust(12) for s in specs))
     for title, group, key in lines:
-        n = result["judges"][specs[0]][group]["n"]
+        n = result["judges"][specs[0]][group]["pairs"]
         print(f"{title} (n={n})".ljust(width) + "".join(f"{result['judges'][s][group][key]:12.3f}" for s in specs))
     print("seconds per 2,000 pairs".ljust(width) + "".join(f"{result['judges'][s]['seconds_per_2000_pairs']:12.1f}"
                                                          for s in specs))  # fmt: skip

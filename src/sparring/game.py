@@ -221,29 +221,24 @@ class Game:
             return {}
         self.emit("status", {"text": f"evaluating the defender ({label})"})
         start = time.perf_counter()
-        result = evaluate_defender(
-            self.defender.model,
-            self.defender.tokenizer,
-            {"judge": self.judge, "refusal": self.refusal},
-            self.eval_harmful,
-            self.eval_benign,
-            self.config.run.eval_max_new_tokens,
-            self.config.defender.system_prompt,
-        )
+        result = self._evaluate_on(self.eval_harmful, self.eval_benign)
         result["seconds"] = round(time.perf_counter() - start, 1)
         self.emit("eval", {"label": label, **result})
         return result
+
+    def _evaluate_on(self, harmful: list[str], benign: list[str]) -> dict:
+        """The defender's greedy answers to held-out prompts, scored by the judge and the refusal matcher."""
+        return evaluate_defender(
+            self.defender.model, self.defender.tokenizer, {"judge": self.judge, "refusal": self.refusal},
+            harmful, benign, self.config.run.eval_max_new_tokens, self.config.defender.system_prompt,
+        )  # fmt: skip
 
     def stage_eval(self) -> dict:
         """The cheap held-out check at a stage boundary: the first ``run.stage_eval_size`` prompts of each set."""
         if not self.dist.is_main:
             return {}
         n = self.config.run.stage_eval_size
-        result = evaluate_defender(
-            self.defender.model, self.defender.tokenizer, {"judge": self.judge, "refusal": self.refusal},
-            self.eval_harmful[:n], self.eval_benign[:n], self.config.run.eval_max_new_tokens,
-            self.config.defender.system_prompt,
-        )  # fmt: skip
+        result = self._evaluate_on(self.eval_harmful[:n], self.eval_benign[:n])
         return {
             "stage_eval_asr": result["asr"]["judge"],
             "stage_eval_asr_refusal_matcher": result["asr"]["refusal"],

@@ -197,9 +197,13 @@ class PairJudge(Judge):
         )  # fmt: skip
 
     def request_logits(self, prompts: Sequence[str]) -> np.ndarray:
-        return _batched_logits(
-            self.model.request_logits, self.model.encode_requests, list(prompts), self.batch_size, self.device
+        """One pass per distinct request: the game judges k answers per attack, a file many rows per request."""
+        unique = list(dict.fromkeys(prompts))
+        logits = _batched_logits(
+            self.model.request_logits, self.model.encode_requests, unique, self.batch_size, self.device
         )
+        where = {p: i for i, p in enumerate(unique)}
+        return logits[[where[p] for p in prompts]]
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         self._check(prompts, responses)
