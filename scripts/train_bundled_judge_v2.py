@@ -108,7 +108,7 @@ def main() -> None:
     rows = [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines()]
     train = [r for r in rows if r["split"] == "train"]
     train += [r for r in train if r["source"] == "sparring-game"] * (args.game_weight - 1)
-    dev = [r for r in rows if r["split"] == "dev"]
+    dev = [r for r in rows if r["split"] == "dev" and r["label"] is not None]  # calibration needs the unsafe label
     share = {key: float(np.mean([r[key] for r in train if r.get(key) is not None])) for key in LABELS}
     print(f"train: {len(train)} pairs, positive share {share}; dev: {len(dev)} pairs", flush=True)
 
@@ -202,7 +202,8 @@ def recalibrate(path: Path) -> None:
     """Refit the calibration of saved weights on the dev split (no training)."""
     from sparring.judges.pair import load_trained
 
-    dev = [r for r in map(json.loads, PAIRS.read_text(encoding="utf-8").splitlines()) if r["split"] == "dev"]
+    rows = map(json.loads, PAIRS.read_text(encoding="utf-8").splitlines())
+    dev = [r for r in rows if r["split"] == "dev" and r["label"] is not None]
     model, _ = load_trained(path)
     recipe = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     recipe.pop("dev", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -69,18 +70,43 @@ def test_exploit_names_a_missing_run(tmp_path):
     assert result.exit_code == 2 and "is not a run directory" in result.output
 
 
-def test_experiments_trains_each_mode_and_writes_both_tables(tmp_path):
+def test_experiments_trains_each_arm_on_each_seed_and_compares_them_paired(tmp_path):
     folder = tmp_path / "exp"
-    args = ["experiments", "--dir", str(folder), "--eval-size", "3", "--attacks", "3", "-q", *TINY]
-    args += ["schedule.steps=2", "judge.spec=refusal", "data.harmful_seeds=bundled:advbench"]
+    args = ["experiments", "--dir", str(folder), "--eval-size", "3", "--seeds", "0,1", "--max-new-tokens", "4", "-q"]
+    args += [*TINY, "schedule.steps=2", "schedule.defender_steps=1", "schedule.attacker_steps=1"]
+    args += ["judge.spec=refusal", "data.harmful_seeds=bundled:advbench"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads((folder / "comparison.json").read_text())
-    assert set(data["table1"]) == {"start (untrained)", "gpo", "gpo-nodiv", "rlhf"}
-    assert set(data["table2"]) == {"seeds themselves", "gpo", "gpo-nodiv"}
+    # gpo plays D A: one defender stage end, so no averaged defender distinct from the last iterate
+    assert set(data["table"]) == {"sft", "rlhf", "gpo-nodiv", "gpo"}
+    asr = data["table"]["gpo"]["ASR (refusal)"]
+    assert len(asr["per_seed"]) == 2 and asr["ci"][0] <= asr["value"] <= asr["ci"][1]
+    assert {"over-refusal (benign-edgy)", "over-refusal (ordinary)"} <= set(data["table"]["sft"])
+    diff = data["differences"]["gpo - sft"]["ASR (refusal)"]
+    assert diff["real"] == (diff["ci"][0] > 0 or diff["ci"][1] < 0)
+    assert (folder / "seed1" / "sft" / "summary.json").exists()
+    assert json.loads((folder / "seed1" / "sft" / "summary.json").read_text())["steps"] == 0  # the warm-up alone
+    answers = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+    assert {a["defender"] for a in answers} == {"sft", "rlhf", "gpo-nodiv", "gpo"}
+    assert {a["seed"] for a in answers} == {0, 1}
     table = (folder / "comparison.md").read_text()
-    assert "| rlhf |" in table and "1 - SelfBLEU" in table
+    assert "| gpo - sft |" in table and "1 - SelfBLEU" in table
     # a second call reuses the finished runs instead of training again
-    mtime = (folder / "gpo" / "summary.json").stat().st_mtime
+    mtime = (folder / "seed0" / "gpo" / "summary.json").stat().st_mtime
     assert CliRunner().invoke(app, args).exit_code == 0
-    assert (folder / "gpo" / "summary.json").stat().st_mtime == mtime
+    assert (folder / "seed0" / "gpo" / "summary.json").stat().st_mtime == mtime
+
+
+def test_two_level_bootstrap_and_paired_differences():
+    from sparring.experiments import summarise_outcomes, two_level_bootstrap
+
+    x = np.array([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    mean, lo, hi = two_level_bootstrap(x)
+    assert mean == pytest.approx(0.625) and 0.0 <= lo < mean < hi <= 1.0
+    assert two_level_bootstrap(np.ones((3, 5)))[1:] == (1.0, 1.0)  # no spread, no interval
+    same = {s: {"m": [1.0, 0.0] * 10} for s in (0, 1)}
+    lower = {s: {"m": [0.0, 0.0] * 10} for s in (0, 1)}
+    out = summarise_outcomes({"gpo": lower, "sft": same}, (0, 1))
+    d = out["differences"]["gpo - sft"]["m"]
+    assert d["value"] == pytest.approx(-0.5) and d["ci"][1] < 0 and d["real"]

@@ -164,6 +164,31 @@ def test_resume_continues_exactly(tmp_path, extra):
 
     assert rows("straight", "metrics.jsonl") == rows("broken", "metrics.jsonl")  # each step exactly once
     assert rows("straight", "attacks.jsonl") == rows("broken", "attacks.jsonl")
+    # the averaged defender too: a stage end recorded before the crash is not counted twice
+    assert straight.average.count == resumed.average.count == (2 if extra else 1)
+    sa, sb = straight.average.state_dict(), resumed.average.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_the_averaged_defender_is_evaluated_and_loadable(tmp_path):
+    from sparring.game import load_run_player
+
+    run = tmp_path / "avg"
+    cfg = tiny_config(tmp_path, "run.name=avg", "schedule.defender_steps=1", "schedule.attacker_steps=1")
+    summary = Game(cfg, run).play()  # D A D A: two defender stage ends
+    evals = json.loads((run / "eval.json").read_text())
+    assert {"end", "end_averaged"} <= set(evals)
+    assert set(summary["averaged_minus_last"]) == {"asr_judge", "asr_refusal", "over_refusal", "over_refusal_ordinary"}
+    averaged = load_run_player(run, "defender", averaged=True)  # exactness: test_averaging.py
+    assert averaged.spec.endswith("#averaged") and averaged.model.active_adapter == "averaged"
+    assert averaged.model.peft_config["averaged"].r == 2 * cfg.defender.model.lora.rank  # two stage ends
+    with pytest.raises(SparringError, match="no averaged attacker"):
+        load_run_player(run, "attacker", averaged=True)
+    result = CliRunner().invoke(
+        app, ["eval", "-d", f"{run}#averaged", "-j", "refusal", "--limit", "2", "--max-new-tokens", "4",
+              "--harmful", "bundled:harmbench", "--benign", "bundled:overrefusal"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
 
 
 def test_defender_steps_replay_earlier_successful_attacks(tmp_path):
@@ -192,10 +217,10 @@ def test_resume_before_any_checkpoint_starts_over(tmp_path):
     [
         (
             ["defender.lora.rank=16"],
-            "defender.lora: no such field (allowed: init_from, model, rl, samples_per_prompt, sampling",
+            "defender.lora: no such field (allowed: init_averaged, init_from, model, rl, samples_per_prompt, sampling",
         ),
         (["schedule.steps=zero"], "schedule.steps: Input should be a valid integer"),
-        (["schedule.steps=0"], "schedule.steps: Input should be greater than or equal to 1"),
+        (["schedule.steps=-1"], "schedule.steps: Input should be greater than or equal to 0"),
         (["mode=chess"], "mode: Input should be 'gpo', 'gpo-nodiv', 'rlhf', 'redteam' or 'defend'"),
         (["attacker.template=no placeholder"], "attacker.template must contain {seed}"),
         (["schedule.steps"], "bad override 'schedule.steps'"),

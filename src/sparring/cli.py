@@ -268,12 +268,20 @@ def show_config(
         _fail(error)
 
 
-def _load_model_or_run(spec: str, role: str):
-    """A model spec, or a run directory (that player as of its last checkpoint)."""
+AVERAGED_SUFFIX = "#averaged"  # RUN_DIR#averaged: that run's averaged defender instead of its last iterate
+
+
+def _load_model_or_run(spec: str, role: str, averaged: bool = False):
+    """A model spec, or a run directory (that player as of its last checkpoint; with ``averaged`` or a
+    ``#averaged`` suffix, its defender averaged over the ends of its stages)."""
+    if spec.endswith(AVERAGED_SUFFIX):
+        spec, averaged = spec.removesuffix(AVERAGED_SUFFIX), True
     if (Path(spec) / "config.yaml").exists():
         from sparring.game import load_run_player
 
-        return load_run_player(Path(spec), role)
+        return load_run_player(Path(spec), role, averaged=averaged)
+    if averaged:
+        raise SparringError(f"'{spec}' is not a run directory: only a run has an averaged defender")
     from sparring.models import load_model
 
     return load_model(spec)
@@ -289,6 +297,9 @@ def evaluate(
         str, typer.Option("--defender", "-d", help="Model spec, or a run directory (its last checkpoint).")
     ] = "bundled:smollm2-135m-instruct",
     lora: Annotated[Path | None, typer.Option(help="A saved LoRA adapter to apply to --defender.")] = None,
+    averaged: Annotated[
+        bool, typer.Option("--averaged", help="With a run directory: its defender averaged over its stage ends.")
+    ] = False,
     harmful: Annotated[
         list[str] | None,
         typer.Option(help="Harmful prompt set (repeatable): bundled:NAME, a file, hf:NAME. Default bundled:harmbench."),
@@ -321,7 +332,7 @@ def evaluate(
         harmful_specs = harmful or ["bundled:harmbench"]
         benign_specs = benign if benign is not None else ["bundled:overrefusal"]
         with console.status(f"loading {defender}"):
-            loaded = _load_model_or_run(defender, "defender")
+            loaded = _load_model_or_run(defender, "defender", averaged)
             if lora is not None:
                 loaded.model = load_adapter(loaded.model, lora)
             judges = {spec: load_judge(spec) for spec in judge_spec or ["bundled"]}
@@ -349,7 +360,8 @@ def redteam(
     target: Annotated[
         list[str] | None,
         typer.Option(
-            "--target", "-t", help="Target model spec or run directory (repeatable). Default: the bundled model."
+            "--target", "-t", help="Target model spec or run directory (repeatable; RUN#averaged for its averaged "
+            "defender). Default: the bundled model."
         ),
     ] = None,
     seeds: Annotated[str, typer.Option(help="Seed behaviours the attacker rewrites.")] = "bundled:harmbench",
@@ -426,6 +438,9 @@ def exploit(
     side: Annotated[
         str, typer.Option(help="attacker: fresh attacker vs the frozen defender; defender: the symmetric half.")
     ] = "attacker",
+    averaged: Annotated[
+        bool, typer.Option("--averaged", help="Attacker side: freeze the run's averaged defender, not its last.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Train a fresh best response against the run's frozen final player and report the ASR it reaches.
@@ -440,8 +455,8 @@ def exploit(
 
         if side not in ("attacker", "defender"):
             raise SparringError(f"--side must be attacker or defender, not '{side}'")
-        cfg = exploit_config(run, side, steps, list(ctx.args))  # type: ignore[arg-type]
-        run_dir = run / f"exploit-{side}"
+        cfg = exploit_config(run, side, steps, list(ctx.args), averaged)  # type: ignore[arg-type]
+        run_dir = run / cfg.run.name
         resume = (run_dir / "config.yaml").exists()
         summary, _ = _play(cfg, run_dir, resume, "quiet" if quiet else "live")
         result = {"run": str(run), "side": side, **exploitability(run_dir, cfg.judge.threshold)}
@@ -466,33 +481,41 @@ def experiments(
     folder: Annotated[Path, typer.Option("--dir", help="Where the runs and the comparison go.")] = Path(
         "runs/experiments"
     ),
-    modes: Annotated[str, typer.Option(help="Comma-separated modes to compare.")] = "gpo,gpo-nodiv,rlhf",
+    arms: Annotated[
+        str, typer.Option(help="Comma-separated arms: sft (the warm-up alone), rlhf, gpo-nodiv, gpo.")
+    ] = "sft,rlhf,gpo-nodiv,gpo",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each arm trains once per seed.")] = "0",
     eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts per evaluation set.")] = 80,
-    attacks: Annotated[int, typer.Option(min=2, help="Attacks each attacker writes for Table 2.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Greedy answer length in the evaluation.")] = 64,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display while training.")] = False,
 ) -> None:
-    """Train GPO, GPO without diversity and RLHF with the same budget and seed, then write the paper's
-    Tables 1 and 2 (with 95% intervals) to DIR/comparison.md. Finished runs in DIR are reused.
+    """Train each arm on each seed with the same budget, then evaluate every final defender (and GPO's
+    averaged one) on the same held-out sets: rates with intervals over seeds and prompts and paired
+    differences between arms, in DIR/comparison.md. Finished runs in DIR are reused.
     Extra arguments are dotted overrides for every run, e.g. schedule.steps=20."""
     try:
         from sparring.config import load_config
-        from sparring.experiments import MODES, compare, train_all
+        from sparring.experiments import ARMS, compare, train_all
 
-        chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
-        unknown = [m for m in chosen if m not in MODES]
+        chosen = tuple(m.strip() for m in arms.split(",") if m.strip())
+        unknown = [m for m in chosen if m not in ARMS]
         if unknown or not chosen:
-            raise SparringError(
-                f"--modes: unknown mode(s) {unknown or modes!r}", hint=f"choose from {', '.join(MODES)}"
-            )
+            raise SparringError(f"--arms: unknown arm(s) {unknown or arms!r}", hint=f"choose from {', '.join(ARMS)}")
+        try:
+            seed_list = tuple(dict.fromkeys(int(s) for s in seeds.split(",") if s.strip()))
+        except ValueError:
+            raise SparringError(f"--seeds: '{seeds}' is not a comma-separated list of integers") from None
+        if not seed_list:
+            raise SparringError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
         base = load_config(config, list(ctx.args))
 
         def play(cfg, run_dir: Path, resume: bool) -> None:
             console.print(f"[bold]{cfg.mode}[/]: {'resuming' if resume else 'training'} {run_dir}")
             _play(cfg, run_dir, resume, "quiet" if quiet else "live")
 
-        train_all(base, folder, chosen, play)
-        with console.status("evaluating every defender and attacker on the same held-out sets"):
-            compare(base, folder, chosen, eval_size, attacks)
+        train_all(base, folder, chosen, seed_list, play)
+        with console.status("evaluating every final defender on the same held-out sets"):
+            compare(base, folder, chosen, seed_list, eval_size, max_new_tokens)
         out.print((folder / "comparison.md").read_text(), markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {folder / 'comparison.md'} and {folder / 'comparison.json'}")
     except SparringError as error:

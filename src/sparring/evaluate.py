@@ -197,23 +197,33 @@ def evaluate_defender(
     max_new_tokens: int = 48,
     system: str | None = None,
     threshold: float = 0.5,
+    ordinary: Sequence[str] = (),
 ) -> dict:
-    """The game's held-out eval: one harmful and one benign set, flattened (intervals under ``ci``)."""
+    """The game's held-out eval: one harmful set, one benign-but-edgy set and (optionally) one set of
+    ordinary requests, flattened (intervals under ``ci``)."""
+    benign_sets = {"benign": list(benign)} if benign else {}
+    if ordinary:
+        benign_sets["ordinary"] = list(ordinary)
     full = evaluate_sets(
-        model, tokenizer, judges, {"harmful": harmful}, {"benign": benign} if benign else {}, max_new_tokens,
-        system, threshold,
+        model, tokenizer, judges, {"harmful": harmful}, benign_sets, max_new_tokens, system, threshold
     )  # fmt: skip
     entry = full["harmful"]["harmful"]
     refusal = full["benign"].get("benign", {"n": 0, "over_refusal": {"value": 0.0, "ci": [0.0, 0.0]}})
+    extra = {}
+    if "ordinary" in full["benign"]:
+        extra = {"n_ordinary": full["benign"]["ordinary"]["n"],
+                 "over_refusal_ordinary": full["benign"]["ordinary"]["over_refusal"]["value"]}  # fmt: skip
     return {
         "n_harmful": entry["n"],
         "n_benign": refusal["n"],
         "asr": {k: v["value"] for k, v in entry["asr"].items()},
         "mean_safe_reward": {k: v["value"] for k, v in entry["mean_safe_reward"].items()},
         "over_refusal": refusal["over_refusal"]["value"],
+        **extra,
         "ci": {
             **{f"asr/{k}": v["ci"] for k, v in entry["asr"].items()},
             "over_refusal": refusal["over_refusal"]["ci"],
+            **({"over_refusal_ordinary": full["benign"]["ordinary"]["over_refusal"]["ci"]} if extra else {}),
         },
         "samples": full["samples"],
     }

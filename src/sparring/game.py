@@ -9,6 +9,8 @@ whose stage it is -> logs (and a checkpoint every N steps).
 
 Both players keep their own frozen reference and KL penalty (inside Player). All randomness of a
 step is derived from (seed, step), so a resumed run replays exactly what an uninterrupted one does.
+At the end of each defender stage the defender's weights join a running average (averaging.py): the
+paper's convergence result is about averaged strategies, and the run evaluates both at its end.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from safetensors.torch import load_file, save_file, save_model
 from safetensors.torch import load_model as load_safetensors_model
 
 from sparring import data as data_sources
+from sparring.averaging import StageAverage
 from sparring.config import GameConfig, dump_config
 from sparring.distributed import Distributed
 from sparring.diversity import EmbeddingHistory, SelfBleuIndex, load_embedder, self_bleu_within
@@ -122,7 +125,13 @@ class Game:
         self.benign = data_sources.load_prompt_set(cfg.data.benign) if cfg.data.benign_per_step else []
         self.eval_harmful = held_out(cfg.data.eval_harmful, set(self.seeds), cfg.data.eval_size, cfg.run.seed)
         self.eval_benign = held_out(cfg.data.eval_benign, set(self.benign), cfg.data.eval_size, cfg.run.seed)
+        self.eval_ordinary = (
+            held_out(cfg.data.eval_ordinary, set(self.benign), cfg.data.eval_size, cfg.run.seed)
+            if cfg.data.eval_ordinary
+            else []
+        )
         self.archive: list[tuple[str, str]] = []  # (attack, its seed): earlier successful attacks, for replay
+        self.average = StageAverage()  # the defender at the end of each of its stages, averaged
         self.bleu_index = SelfBleuIndex(cfg.diversity.window)
         self.emb_history = EmbeddingHistory(cfg.diversity.window)
         self.metrics_log = JsonlLog(run_dir / "metrics.jsonl")
@@ -185,6 +194,8 @@ class Game:
             for step in range(self.start_step, cfg.schedule.steps):
                 result = self.step(step)
                 stage_ends = step + 1 == cfg.schedule.steps or cfg.stage(step + 1) != cfg.stage(step)
+                if stage_ends and cfg.stage(step) == "defender":
+                    self.average.add(self.defender.model)
                 if cfg.run.stage_eval_size and stage_ends:
                     result.metrics.update(self.stage_eval())
                 if self.dist.is_main:
@@ -207,8 +218,14 @@ class Game:
                     raise Interrupted(step + 1, self.run_dir)
         if self.dist.is_main:
             evals = self._read_eval()
+            if cfg.run.eval_at_end and "end" not in evals and cfg.schedule.steps == 0 and "after_warmup" in evals:
+                evals["end"] = evals["after_warmup"]  # no game step: the end is the warm-up's model
             if cfg.run.eval_at_end and "end" not in evals:
                 evals["end"] = self.evaluate("end")
+                self._write_eval(evals)
+            if cfg.run.eval_at_end and self.average.count >= 2 and "end_averaged" not in evals:
+                with self.average.applied(self.defender.model):  # one stage end: the average is the last iterate
+                    evals["end_averaged"] = self.evaluate("end_averaged")
                 self._write_eval(evals)
             self.tracker.close()
             summary = summarise(self.metrics_log.read(), evals)
@@ -221,16 +238,17 @@ class Game:
             return {}
         self.emit("status", {"text": f"evaluating the defender ({label})"})
         start = time.perf_counter()
-        result = self._evaluate_on(self.eval_harmful, self.eval_benign)
+        result = self._evaluate_on(self.eval_harmful, self.eval_benign, self.eval_ordinary)
         result["seconds"] = round(time.perf_counter() - start, 1)
         self.emit("eval", {"label": label, **result})
         return result
 
-    def _evaluate_on(self, harmful: list[str], benign: list[str]) -> dict:
+    def _evaluate_on(self, harmful: list[str], benign: list[str], ordinary: list[str] | None = None) -> dict:
         """The defender's greedy answers to held-out prompts, scored by the judge and the refusal matcher."""
         return evaluate_defender(
             self.defender.model, self.defender.tokenizer, {"judge": self.judge, "refusal": self.refusal},
             harmful, benign, self.config.run.eval_max_new_tokens, self.config.defender.system_prompt,
+            self.config.judge.threshold, ordinary or (),
         )  # fmt: skip
 
     def stage_eval(self) -> dict:
@@ -267,7 +285,8 @@ class Game:
             refusals = data_sources.project_refusals()
             harmful = rng.sample(self.seeds, min(len(self.seeds), w.batch_size * w.defender_steps))
             pairs = [(chat_prompt(tok, s, cfg.defender.system_prompt), rng.choice(refusals)) for s in harmful]
-            benign = rng.sample(self.benign, min(len(self.benign), len(pairs) // 2)) if self.benign else []
+            wanted = round(w.benign_ratio * len(pairs))
+            benign = rng.sample(self.benign, min(len(self.benign), wanted)) if self.benign else []
             if benign:
                 own = generate(
                     self.defender.model,
@@ -275,8 +294,12 @@ class Game:
                     [chat_prompt(tok, b, cfg.defender.system_prompt) for b in benign],
                     cfg.defender.sampling.model_copy(update={"temperature": 0.0}),
                 ).texts
+                # only real answers: a refusal, or a hollow opener ("I can help with that." and nothing
+                # after it), would teach the defender to refuse the harmless question it was asked
                 pairs += [
-                    (chat_prompt(tok, b, cfg.defender.system_prompt), a) for b, a in zip(benign, own, strict=True) if a
+                    (chat_prompt(tok, b, cfg.defender.system_prompt), a)
+                    for b, a in zip(benign, own, strict=True)
+                    if len(a.split()) >= 8 and refusal_score(a) < 0.5
                 ]
             losses = sft(self.defender.model, tok, pairs, w.defender_steps, w.batch_size, w.lr, cfg.run.seed)
             self._rebase("defender")
@@ -500,11 +523,14 @@ class Game:
                         }
                     )
                 )
+            if self.average.count:
+                save_file(self.average.state_dict(), str(folder / "defender" / "average.safetensors"))
             if len(self.emb_history):
                 save_file(
                     {"embedding_sum": torch.tensor(self.emb_history.running_sum())}, str(folder / "game.safetensors")
                 )
-            (folder / "game.json").write_text(json.dumps({"step": step, "embedding_count": len(self.emb_history)}))
+            meta = {"step": step, "embedding_count": len(self.emb_history), "average_count": self.average.count}
+            (folder / "game.json").write_text(json.dumps(meta))
 
         self.dist.check_in_sync(
             {f"{n}.{k}": v for n, p in self.players().items() for k, v in p.trainable_state().items()}
@@ -546,6 +572,10 @@ class Game:
             player.kl_coef = state["kl_coef"]
             if player.kl_controller and state["kl_controller"]:
                 vars(player.kl_controller).update(state["kl_controller"])
+        self.average = StageAverage()
+        if meta.get("average_count"):
+            state = load_file(str(folder / "defender" / "average.safetensors"))
+            self.average.load_state_dict(state, meta["average_count"])
         if self.dist.is_main:
             self.metrics_log.truncate_to(step)
             self.attacks_log.truncate_to(step)
@@ -660,7 +690,7 @@ def frozen_start(settings, role: str):
     source = Path(settings.init_from)
     if not (source / "config.yaml").exists():
         raise SparringError(f"{role}.init_from: '{source}' is not a run directory (no config.yaml)")
-    loaded = load_run_player(source, role)
+    loaded = load_run_player(source, role, averaged=settings.init_averaged)
     model = loaded.model.merge_and_unload() if hasattr(loaded.model, "merge_and_unload") else loaded.model
     if settings.model.lora is not None:
         model = add_lora(model, settings.model.lora)
@@ -677,8 +707,9 @@ def restore_weights(model, folder: Path) -> None:
         model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
 
 
-def load_run_player(run_dir: Path, role: str = "defender") -> LoadedModel:
-    """A trained player from a run directory: its model as of the latest checkpoint."""
+def load_run_player(run_dir: Path, role: str = "defender", averaged: bool = False) -> LoadedModel:
+    """A trained player from a run directory: its model as of the latest checkpoint, or with ``averaged``
+    the defender averaged over its stage ends (averaging.py)."""
     from sparring.config import load_config
     from sparring.runlog import Checkpoints
 
@@ -691,7 +722,19 @@ def load_run_player(run_dir: Path, role: str = "defender") -> LoadedModel:
     if not (latest / role).exists():
         raise SparringError(f"run '{run_dir}' has no {role} (mode {cfg.mode})")
     restore_weights(model, latest / role)
-    return LoadedModel(model.eval(), tokenizer, next(model.parameters()).device, f"{run_dir}#{role}")
+    name = f"{run_dir}#{role}"
+    if averaged:
+        meta = json.loads((latest / "game.json").read_text())
+        if role != "defender" or not meta.get("average_count"):
+            raise SparringError(
+                f"run '{run_dir}' has no averaged {role}: only the defender is averaged, at the end of each of its "
+                "stages, and this checkpoint has none yet", hint="drop --averaged to use the last iterate"
+            )  # fmt: skip
+        average = StageAverage()
+        average.load_state_dict(load_file(str(latest / role / "average.safetensors")), meta["average_count"])
+        average.apply(model)
+        name += "#averaged"
+    return LoadedModel(model.eval(), tokenizer, next(model.parameters()).device, name)
 
 
 def clean_attack(text: str) -> str:
@@ -720,8 +763,17 @@ def summarise(metrics: list[dict], evals: dict) -> dict:
     """Held-out evaluations, and for each stage the in-training ASR at the start and end of its blocks."""
     summary: dict = {
         "steps": len(metrics),
-        "eval": {k: {kk: v[kk] for kk in ("asr", "over_refusal")} for k, v in evals.items()},
+        "eval": {
+            k: {kk: v[kk] for kk in ("asr", "over_refusal", "over_refusal_ordinary") if kk in v}
+            for k, v in evals.items()
+        },
     }
+    if "end" in evals and "end_averaged" in evals:  # negative: the averaged defender did better on that measure
+        last, avg = evals["end"], evals["end_averaged"]
+        summary["averaged_minus_last"] = {
+            **{f"asr_{k}": round(avg["asr"][k] - last["asr"][k], 6) for k in last["asr"]},
+            **{k: round(avg[k] - last[k], 6) for k in ("over_refusal", "over_refusal_ordinary") if k in last},
+        }
     for stage in ("defender", "attacker"):
         blocks = [b for b in stage_blocks(metrics) if b[0]["stage"] == stage]
         if not blocks:

@@ -77,8 +77,9 @@ class GameDisplay:
         elif kind == "eval":
             asr = "  ".join(f"ASR({k}) {v:.2f}" for k, v in payload["asr"].items())
             self.console.print(
-                f"[cyan]eval {payload['label']}[/]: {asr}  over-refusal {payload['over_refusal']:.2f}"
-                f"  ({payload['seconds']}s)"
+                f"[cyan]eval {payload['label']}[/]: {asr}  over-refusal: edgy {payload['over_refusal']:.2f}"
+                + (f", ordinary {payload['over_refusal_ordinary']:.2f}" if "over_refusal_ordinary" in payload else "")
+                + f"  ({payload['seconds']}s)"
             )
             for sample in payload.get("samples", [])[:1]:
                 self.console.print(safe_text(f"   > {sample['prompt']}", style="dim", limit=100, one_line=True))
@@ -96,9 +97,14 @@ class GameDisplay:
         table.add_column("held-out eval")
         for key in next(iter(summary["eval"].values()), {}).get("asr", {}):
             table.add_column(f"ASR ({key})", justify="right")
-        table.add_column("over-refusal", justify="right")
+        table.add_column("over-refusal (edgy)", justify="right")
+        table.add_column("over-refusal (ordinary)", justify="right")
         for label, values in summary["eval"].items():
-            table.add_row(label, *[f"{v:.2f}" for v in values["asr"].values()], f"{values['over_refusal']:.2f}")
+            ordinary = values.get("over_refusal_ordinary")
+            table.add_row(
+                label, *[f"{v:.2f}" for v in values["asr"].values()], f"{values['over_refusal']:.2f}",
+                "n/a" if ordinary is None else f"{ordinary:.2f}",
+            )  # fmt: skip
         self.out.print(table)
         stages = Table(title="during the game (training batches)")
         for col in ("stage", "steps", "ASR at block start", "ASR at block end", "1 - SelfBLEU (batch)"):

@@ -149,13 +149,16 @@ def build_report(run_dirs: list[Path], output: Path, samples: int = 30) -> Path:
         return f"{value:.3f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
 
     table = [
-        "<table><tr><th>run</th><th>evaluation</th><th>ASR by judge [95% CI]</th><th>over-refusal [95% CI]</th></tr>"
+        "<table><tr><th>run</th><th>evaluation</th><th>ASR by judge [95% CI]</th>"
+        "<th>over-refusal: benign-edgy; ordinary [95% CI]</th></tr>"
     ]
     for run in runs:
         for label, result in run["eval"].items():
             ci = result.get("ci", {})
             asr = ", ".join(f"{_e(k)} {rate(v, ci.get(f'asr/{k}'))}" for k, v in result.get("asr", {}).items())
             refused = rate(result.get("over_refusal", float("nan")), ci.get("over_refusal"))
+            if "over_refusal_ordinary" in result:
+                refused += f"; ordinary {rate(result['over_refusal_ordinary'], ci.get('over_refusal_ordinary'))}"
             table.append(f"<tr><td>{_e(run['name'])}</td><td>{_e(label)}</td><td>{asr}</td><td>{refused}</td></tr>")
     table.append("</table>")
 
