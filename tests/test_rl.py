@@ -72,6 +72,10 @@ def test_k3_kl_by_hand():
     value = rl.k3_kl(torch.log(t([0.5])), torch.log(t([0.25])))
     assert math.isclose(float(value), 0.5 - math.log(0.5) - 1, rel_tol=1e-5)
     assert float(rl.k3_kl(t([-1.0]), t([-1.0]))) == 0.0
+    # small differences: KL ~ d^2 / 2, which exp(d) - d - 1 loses to cancellation in float32 (gave 0 at 1e-4)
+    for d in (1e-4, 1e-3):
+        got = float(rl.k3_kl(t([-2.0]), t([-2.0 + d])))
+        assert math.isclose(got, math.expm1(d) - d, rel_tol=1e-2), (d, got)
 
 
 def test_rloo_and_group_normalised_by_hand():
@@ -82,6 +86,11 @@ def test_rloo_and_group_normalised_by_hand():
     assert torch.allclose(g[0], t([0.5, -0.5, -0.5, 0.5]) / (std + 1e-4)) and torch.allclose(g[1], t([0, 0, 0, 0]))
     with pytest.raises(ValueError):
         rl.rloo_advantages(t([[1.0]]))
+    # a group of equal rewards carries no signal: exactly 0 at any scale (float32 left ~1e-4 .. 1e-2)
+    for value in (0.1, 0.7, 10.3):
+        same = torch.full((2, 7), value)
+        assert torch.equal(rl.group_normalised_advantages(same), torch.zeros(2, 7))
+        assert torch.equal(rl.rloo_advantages(same), torch.zeros(2, 7))
 
 
 def test_explained_variance_and_kl_controller_and_schedule():

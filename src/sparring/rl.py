@@ -111,9 +111,10 @@ def value_loss(
 
 
 def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """Per-token KL(pi || pi_ref) estimate, unbiased and >= 0: exp(ref - lp) - (ref - lp) - 1."""
+    """Per-token KL(pi || pi_ref) estimate, unbiased and >= 0: exp(ref - lp) - (ref - lp) - 1.
+    Written expm1(d) - d: exp(d) - 1 cancels to 0 in float32 once |d| < ~1e-4, where the KL is ~d^2 / 2."""
     delta = ref_logprobs - logprobs
-    return torch.exp(delta) - delta - 1.0
+    return torch.expm1(delta) - delta
 
 
 def rloo_advantages(scores: torch.Tensor) -> torch.Tensor:
@@ -121,15 +122,18 @@ def rloo_advantages(scores: torch.Tensor) -> torch.Tensor:
     k = scores.shape[1]
     if k < 2:
         raise ValueError("RLOO needs at least 2 samples per prompt")
-    baseline = (scores.sum(dim=1, keepdim=True) - scores) / (k - 1)
-    return scores - baseline
+    s = scores.double()  # float64: a group of equal rewards gets exactly 0, not float32 rounding residue
+    baseline = (s.sum(dim=1, keepdim=True) - s) / (k - 1)
+    return (s - baseline).to(scores.dtype)
 
 
 def group_normalised_advantages(scores: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """GRPO's baseline: A_i = (s_i - mean(s)) / (std(s) + eps) within each prompt's group."""
-    mean = scores.mean(dim=1, keepdim=True)
-    std = scores.std(dim=1, keepdim=True) if scores.shape[1] > 1 else torch.zeros_like(mean)
-    return (scores - mean) / (std + eps)
+    """GRPO's baseline: A_i = (s_i - mean(s)) / (std(s) + eps) within each prompt's group. In float64:
+    in float32 seven rewards of 0.1 got -7.45e-5 each (a push from nothing); exactly 0 here."""
+    s = scores.double()
+    mean = s.mean(dim=1, keepdim=True)
+    std = s.std(dim=1, keepdim=True) if s.shape[1] > 1 else torch.zeros_like(mean)
+    return ((s - mean) / (std + eps)).to(scores.dtype)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
