@@ -2,7 +2,7 @@
 
 | spec | judge |
 |---|---|
-| ``bundled`` | the default, offline: v1 until v2 beats it on every held-out measure (README) |
+| ``bundled`` | the default, offline: ``bundled-v2`` (held-out report card in the README) |
 | ``bundled-v1`` | two logistic heads over separate MiniLM embeddings of request and answer |
 | ``bundled-v2`` | a MiniLM cross-encoder: P(harmful request) * P(answer delivers it), calibrated |
 | ``refusal`` | the AdvBench-style refusal matcher |
@@ -46,11 +46,11 @@ def load_judge(spec: str, device: str = "cpu", threshold: float = 0.5) -> Judge:
     judge: Judge
     if spec == "refusal":
         judge = RefusalJudge()
-    elif spec == "bundled-v2":
+    elif spec in ("bundled", "bundled-v2"):
         from sparring.judges.pair import PairJudge
 
         judge = PairJudge(device=device)
-    elif spec in ("bundled", "bundled-v1"):
+    elif spec == "bundled-v1":
         from sparring.judges.bundled import BundledJudge
 
         judge = BundledJudge(device=device)
