@@ -96,3 +96,24 @@ def test_paper_preset_validates():
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "paper-7b.yaml")
     assert cfg.defender.rl.algo == "ppo" and cfg.schedule.defender_steps == 400 and cfg.defender.rl.kl_coef == 0.01
+
+
+def test_config_show_lists_every_field_with_its_description_and_changed_default():
+    from typer.testing import CliRunner
+
+    from sparring.cli import app
+    from sparring.config import GameConfig
+
+    result = CliRunner().invoke(app, ["config", "--show", "schedule.steps=12"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if " = " in line]
+    assert "schedule.steps = 12  [default: 40]  # Game steps" in result.output
+    assert all("  # " in line for line in lines), [line for line in lines if "  # " not in line]  # none undocumented
+
+    def leaves(model, prefix=""):
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            yield from leaves(value, f"{prefix}{name}.") if hasattr(value, "model_fields") else [f"{prefix}{name}"]
+
+    shown = {line.split(" = ")[0] for line in lines}
+    assert shown == set(leaves(GameConfig()))

@@ -258,12 +258,17 @@ def _play(cfg, run_dir: Path, resume: bool, mode: str):
 def show_config(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")] = None,
+    show: Annotated[
+        bool, typer.Option("--show", help="Every field with its value, default (where changed) and description.")
+    ] = False,
 ) -> None:
     """Print the resolved configuration (defaults + file + overrides) as YAML, validated."""
     try:
-        from sparring.config import dump_config, load_config
+        from sparring.config import describe_config, dump_config, load_config
 
-        out.print(dump_config(load_config(config, list(ctx.args))), markup=False, highlight=False)
+        resolved = load_config(config, list(ctx.args))
+        text = describe_config(resolved) if show else dump_config(resolved)
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
     except SparringError as error:
         _fail(error)
 
@@ -510,7 +515,8 @@ def experiments(
         base = load_config(config, list(ctx.args))
 
         def play(cfg, run_dir: Path, resume: bool) -> None:
-            console.print(f"[bold]{cfg.mode}[/]: {'resuming' if resume else 'training'} {run_dir}")
+            doing = "resuming" if resume else "training"
+            console.print(f"[bold]{cfg.run.name} (seed {cfg.run.seed})[/]: {doing} {run_dir}")
             _play(cfg, run_dir, resume, "quiet" if quiet else "live")
 
         train_all(base, folder, chosen, seed_list, play)

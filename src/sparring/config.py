@@ -139,7 +139,7 @@ class ScheduleConfig(_Strict):
     )
     defender_steps: int = Field(10, ge=1, description="D: consecutive defender steps per round.")
     attacker_steps: int = Field(10, ge=1, description="A: consecutive attacker steps per round.")
-    first: Literal["defender", "attacker"] = "defender"
+    first: Literal["defender", "attacker"] = Field("defender", description="Which player's stage comes first.")
 
 
 class DataConfig(_Strict):
@@ -178,27 +178,27 @@ class WarmupConfig(_Strict):
         description="Benign rows (the defender's own answers) per refusal row in its warm-up. At 0.5 the warm-up "
         "taught the 135M defender to refuse about a third of ordinary requests it had never seen.",
     )
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(8, ge=1, description="Sequences per warm-up SFT step.")
+    lr: float = Field(3e-4, gt=0, description="Warm-up SFT learning rate.")
 
 
 class RunConfig(_Strict):
     dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     name: str | None = Field(None, description="Run name; default: mode-seed-timestamp.")
-    seed: int = 0
+    seed: int = Field(0, description="Seeds LoRA init, sampling and data order; each step derives its own.")
     checkpoint_every: int = Field(10, ge=1, description="Steps between checkpoints.")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="Most recent checkpoints kept on disk.")
     max_skipped_updates: int = Field(3, ge=1, description="Stop after this many non-finite updates in a row.")
-    eval_at_start: bool = True
-    eval_at_end: bool = True
-    eval_max_new_tokens: int = Field(48, ge=1)
+    eval_at_start: bool = Field(True, description="Evaluate the untrained defender before the warm-up.")
+    eval_at_end: bool = Field(True, description="Evaluate the final defender (and the averaged one) at the end.")
+    eval_max_new_tokens: int = Field(48, ge=1, description="Greedy answer length in held-out evaluations.")
     stage_eval_size: int = Field(
         16,
         ge=0,
         description="Held-out prompts per set (the first N of the eval sets) evaluated at every stage boundary, "
         "so the curves show what each defender and attacker stage did; logged as stage_eval_* in metrics; 0 = off.",
     )
-    tracker: Literal["none", "tensorboard", "wandb"] = "none"
+    tracker: Literal["none", "tensorboard", "wandb"] = Field("none", description="Also log metrics to this tracker.")
 
 
 class GameConfig(_Strict):
@@ -312,6 +312,30 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
                     line += f" (allowed: {', '.join(allowed)})"
             lines.append(line)
         raise SparringError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+
+
+def describe_config(config: BaseModel, prefix: str = "") -> str:
+    """One line per field: ``dotted.key = value  # description`` (and ``[default: X]`` where the value
+    differs), sections in declaration order -- what ``sparring config --show`` prints."""
+    lines = []
+    for name, field in type(config).model_fields.items():
+        value = getattr(config, name)
+        key = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            doc = (type(value).__doc__ or "").strip().splitlines()
+            lines.append(f"\n[{key}]" + (f"  # {doc[0]}" if doc and not doc[0].startswith("!!") else ""))
+            lines.append(describe_config(value, f"{key}."))
+            continue
+        shown = yaml.safe_dump(value if not isinstance(value, Path) else str(value), default_flow_style=True)
+        shown = shown.strip().removesuffix("...").strip()
+        line = f"{key} = {shown}"
+        default = field.get_default(call_default_factory=True)
+        if default != value and not isinstance(default, BaseModel):
+            line += f"  [default: {default}]"
+        if field.description:
+            line += f"  # {field.description}"
+        lines.append(line)
+    return "\n".join(lines).lstrip("\n")
 
 
 def dump_config(config: GameConfig) -> str:

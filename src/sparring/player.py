@@ -35,24 +35,24 @@ class RLConfig(BaseModel):
     kl_coef: float = Field(0.01, ge=0, description="beta: KL penalty to the frozen reference.")
     kl_mode: Literal["reward", "loss"] = Field("reward", description="KL as per-token reward (paper) or k3 loss term.")
     kl_target: float | None = Field(None, gt=0, description="Adaptive KL controller target; None keeps beta fixed.")
-    gamma: float = Field(1.0, ge=0, le=1)
-    lam: float = Field(0.95, ge=0, le=1)
+    gamma: float = Field(1.0, ge=0, le=1, description="PPO: GAE discount (1: the reward comes once, at the end).")
+    lam: float = Field(0.95, ge=0, le=1, description="PPO: GAE lambda.")
     clip: float = Field(0.2, gt=0, description="Ratio clip epsilon.")
-    value_clip: float = Field(0.2, gt=0)
+    value_clip: float = Field(0.2, gt=0, description="PPO: clip range of the value update.")
     critic_model: str | None = Field(
         None,
         description="PPO: spec of a separate critic model (trained fully); None puts the value head on the policy.",
     )
-    value_coef: float = Field(1.0, ge=0)
-    whiten_advantages: bool = True
+    value_coef: float = Field(1.0, ge=0, description="PPO: weight of the value loss.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages to zero mean, unit variance per batch.")
     epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
     minibatch_size: int = Field(16, ge=1, description="Sequences per optimiser step.")
     micro_batch_size: int = Field(8, ge=1, description="Sequences per forward/backward (gradient accumulation).")
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip per optimiser step.")
     warmup_steps: int = Field(0, ge=0, description="Optimiser steps of linear warm-up.")
-    schedule: Literal["constant", "inverse_sqrt"] = "constant"
-    weight_decay: float = Field(0.0, ge=0)
-    gradient_checkpointing: bool = False
+    schedule: Literal["constant", "inverse_sqrt"] = Field("constant", description="Learning-rate schedule.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward (less memory).")
     autocast_bf16: bool = Field(False, description="bf16 autocast for forward passes where the device supports it.")
 
 
