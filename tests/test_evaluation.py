@@ -40,7 +40,8 @@ def test_exploit_attacker_side_freezes_the_defender_and_reports_asr(finished_run
     import torch
 
     from sparring.config import load_config
-    from sparring.game import Game, load_run_player
+    from sparring.game import Game
+    from sparring.runs import load_run_player
 
     result = CliRunner().invoke(app, ["exploit", str(finished_run), "--steps", "2", "--quiet"])
     assert result.exit_code == 0, result.output

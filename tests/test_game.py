@@ -171,7 +171,7 @@ def test_resume_continues_exactly(tmp_path, extra):
 
 
 def test_the_averaged_defender_is_evaluated_and_loadable(tmp_path):
-    from sparring.game import load_run_player
+    from sparring.runs import load_run_player
 
     run = tmp_path / "avg"
     cfg = tiny_config(tmp_path, "run.name=avg", "schedule.defender_steps=1", "schedule.attacker_steps=1")
@@ -300,7 +300,7 @@ def test_bootstrap_interval_brackets_the_rate():
 
 
 def test_summary_reads_each_stage_block():
-    from sparring.game import summarise
+    from sparring.runs import summarise
 
     metrics = [
         {"step": i, "stage": s, "asr": a, "diversity_within_batch": 0.5, "self_bleu": 0.1}

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from sparring.defaults import DEFAULT_MODEL
 from sparring.errors import SparringError
 
 app = typer.Typer(
@@ -56,7 +57,7 @@ def _fail(error: Exception) -> None:
 def generate(
     model: Annotated[
         str, typer.Option("--model", "-m", help="Model spec: bundled:NAME, tiny, DIR, FILE.gguf or Hub id.")
-    ] = "bundled:smollm2-135m-instruct",
+    ] = DEFAULT_MODEL,
     prompt: Annotated[list[str] | None, typer.Option("--prompt", "-p", help="A prompt (repeatable).")] = None,
     prompts: Annotated[
         Path | None, typer.Option("--prompts", help="File of prompts (.txt, .csv, .jsonl, .json).")
@@ -282,7 +283,7 @@ def _load_model_or_run(spec: str, role: str, averaged: bool = False):
     if spec.endswith(AVERAGED_SUFFIX):
         spec, averaged = spec.removesuffix(AVERAGED_SUFFIX), True
     if (Path(spec) / "config.yaml").exists():
-        from sparring.game import load_run_player
+        from sparring.runs import load_run_player
 
         return load_run_player(Path(spec), role, averaged=averaged)
     if averaged:
@@ -300,7 +301,7 @@ def _set_name(spec: str) -> str:
 def evaluate(
     defender: Annotated[
         str, typer.Option("--defender", "-d", help="Model spec, or a run directory (its last checkpoint).")
-    ] = "bundled:smollm2-135m-instruct",
+    ] = DEFAULT_MODEL,
     lora: Annotated[Path | None, typer.Option(help="A saved LoRA adapter to apply to --defender.")] = None,
     averaged: Annotated[
         bool, typer.Option("--averaged", help="With a run directory: its defender averaged over its stage ends.")
@@ -361,7 +362,7 @@ def evaluate(
 def redteam(
     attacker: Annotated[
         str, typer.Option("--attacker", "-a", help="A run directory (its trained attacker) or any model spec.")
-    ] = "bundled:smollm2-135m-instruct",
+    ] = DEFAULT_MODEL,
     target: Annotated[
         list[str] | None,
         typer.Option(
@@ -406,7 +407,7 @@ def redteam(
             judges = {spec: load_judge(spec) for spec in judge_spec or ["bundled"]}
             judges["refusal"] = RefusalJudge()
             targets = {}
-            for spec in target or ["bundled:smollm2-135m-instruct"]:
+            for spec in target or [DEFAULT_MODEL]:
                 loaded = _load_model_or_run(spec, "defender")
                 targets[spec] = (loaded.model, loaded.tokenizer)
         with console.status(f"{len(targets)} target(s) answering {len(attacks)} attacks"):
@@ -492,6 +493,10 @@ def experiments(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each arm trains once per seed.")] = "0",
     eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts per evaluation set.")] = 80,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Greedy answer length in the evaluation.")] = 64,
+    extra_benign: Annotated[
+        list[str] | None,
+        typer.Option("--extra-benign", help="Another benign set for over-refusal (repeatable): a file, bundled:, hf:."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display while training.")] = False,
 ) -> None:
     """Train each arm on each seed with the same budget, then evaluate every final defender (and GPO's
@@ -521,7 +526,7 @@ def experiments(
 
         train_all(base, folder, chosen, seed_list, play)
         with console.status("evaluating every final defender on the same held-out sets"):
-            compare(base, folder, chosen, seed_list, eval_size, max_new_tokens)
+            compare(base, folder, chosen, seed_list, eval_size, max_new_tokens, tuple(extra_benign or ()))
         out.print((folder / "comparison.md").read_text(), markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {folder / 'comparison.md'} and {folder / 'comparison.json'}")
     except SparringError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from pathlib import Path
 
 from sparring.errors import SparringError
@@ -232,3 +233,11 @@ def load_prompt_set(spec: str, column: str | None = None) -> list[str]:
             raise SparringError(f"dataset '{name}' holds no prompts")
         return _dedupe(prompts)
     return read_prompts(spec, column)
+
+
+def held_out(spec: str, exclude: set[str], size: int, seed: int) -> list[str]:
+    """Held-out prompts: never a training prompt; a fixed-seed sample of ``size``."""
+    prompts = [p for p in load_prompt_set(spec) if p not in exclude]
+    if not prompts:
+        raise SparringError(f"every prompt of {spec} is also a training prompt", hint="choose a disjoint eval set")
+    return random.Random(f"{seed}/eval/{spec}").sample(prompts, min(size, len(prompts)))

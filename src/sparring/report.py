@@ -13,19 +13,9 @@ import json
 from pathlib import Path
 
 from sparring.errors import SparringError
+from sparring.runlog import read_jsonl
 
 STAGE_COLOURS = {"defender": "#1f77b4", "attacker": "#d62728"}
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
 
 
 def load_run(run_dir: Path) -> dict:
@@ -37,8 +27,8 @@ def load_run(run_dir: Path) -> dict:
     evals = run_dir / "eval.json"
     return {
         "name": run_dir.name,
-        "metrics": _read_jsonl(run_dir / "metrics.jsonl"),
-        "attacks": _read_jsonl(run_dir / "attacks.jsonl"),
+        "metrics": read_jsonl(run_dir / "metrics.jsonl"),
+        "attacks": read_jsonl(run_dir / "attacks.jsonl"),
         "eval": json.loads(evals.read_text()) if evals.exists() else {},
         "config": (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else "",
     }

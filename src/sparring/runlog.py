@@ -40,6 +40,22 @@ def atomic_write(path: Path, data: str) -> None:
     os.replace(tmp, path)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a run's JSONL log ([] if it does not exist yet), up to a line cut by a crash mid-write:
+    everything after such a line is from the same crash."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
 class JsonlLog:
     """An append-only JSON-lines file, flushed per line, that can be cut back to a step on resume."""
 
@@ -56,15 +72,7 @@ class JsonlLog:
             os.fsync(handle.fileno())
 
     def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        rows = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a crash mid-write: everything after it is from the same crash
-        return rows
+        return read_jsonl(self.path)
 
     def truncate_to(self, step: int) -> list[dict]:
         """Keep rows of steps before ``step`` (and rows without a step); rewrite atomically."""

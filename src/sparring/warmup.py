@@ -1,0 +1,53 @@
+"""The supervised warm-up's data: what each player is taught before the game (the paper starts both
+players from SFT). Game._warm_up trains on these pairs and rebases each player on the result."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import numpy as np
+
+from sparring import data as data_sources
+from sparring.generation import generate
+from sparring.judges.refusal import refusal_score
+from sparring.models import chat_prompt
+
+
+def defender_pairs(defender, tokenizer, seeds: list[str], benign: list[str], cfg, rng: random.Random) -> list:
+    """(prompt, target) pairs: a project refusal for each sampled harmful seed and, ``warmup.benign_ratio``
+    per refusal, the defender's own greedy answer to a benign request -- only real answers."""
+    w, system = cfg.warmup, cfg.defender.system_prompt
+    refusals = data_sources.project_refusals()
+    harmful = rng.sample(seeds, min(len(seeds), w.batch_size * w.defender_steps))
+    pairs = [(chat_prompt(tokenizer, s, system), rng.choice(refusals)) for s in harmful]
+    wanted = round(w.benign_ratio * len(pairs))
+    chosen = rng.sample(benign, min(len(benign), wanted)) if benign else []
+    if chosen:
+        greedy = cfg.defender.sampling.model_copy(update={"temperature": 0.0})
+        own = generate(defender, tokenizer, [chat_prompt(tokenizer, b, system) for b in chosen], greedy).texts
+        # only real answers: a refusal, or a hollow opener ("I can help with that." and nothing after
+        # it), would teach the defender to refuse the harmless question it was asked
+        pairs += [
+            (chat_prompt(tokenizer, b, system), a)
+            for b, a in zip(chosen, own, strict=True)
+            if len(a.split()) >= 8 and refusal_score(a) < 0.5
+        ]
+    return pairs
+
+
+def attacker_pairs(
+    seeds: list[str], embed: Callable[[list[str]], np.ndarray], attack_prompt: Callable[[str], str], n: int,
+    rng: random.Random,
+) -> list:  # fmt: skip
+    """(attacker prompt for a seed, the seed's nearest other seed by MiniLM cosine) pairs: "another harmful
+    question on a similar topic", as the template asks. A random other seed taught the attacker to drop
+    its seed's topic from the first step, which the intent gate then (rightly) never pays."""
+    embedded = embed(seeds)
+    similarity = embedded @ embedded.T
+    np.fill_diagonal(similarity, -np.inf)
+    pairs = []
+    for _ in range(n):
+        index = rng.randrange(len(seeds))
+        pairs.append((attack_prompt(seeds[index]), seeds[int(np.argmax(similarity[index]))]))
+    return pairs
