@@ -9,10 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from sparring.attacks import clean_attack
 from sparring.cli import app
 from sparring.config import GameConfig, load_config
 from sparring.errors import SparringError
-from sparring.game import Game, Gate, clean_attack, game_rewards
+from sparring.game import Game, Gate, game_rewards
 
 TINY = [
     "attacker.model.spec=tiny",

@@ -32,6 +32,7 @@ from safetensors.torch import load_model as load_safetensors_model
 
 from sparring import data as data_sources
 from sparring import warmup
+from sparring.attacks import attack_prompt, clean_attack
 from sparring.averaging import StageAverage
 from sparring.config import GameConfig, dump_config
 from sparring.distributed import Distributed
@@ -313,8 +314,7 @@ class Game:
         return Gate(intent, relevance, harmful, harmful & (relevance >= g.relevance_threshold), refusal, g.penalty)
 
     def _attack_prompt(self, seed: str) -> str:
-        a = self.config.attacker
-        return chat_prompt(self.attacker.tokenizer, a.template.replace("{seed}", seed), a.system_prompt)
+        return attack_prompt(self.attacker.tokenizer, self.config.attacker, seed)
 
     # -------------------------------------------------------------------------------------- one step
 
@@ -609,15 +609,3 @@ def game_rewards(
     defender = np.concatenate([answered, 1.0 - benign_refusal])
     attacker = unsafety - w_bleu * self_bleu - w_emb * emb_sim
     return defender, attacker
-
-
-def clean_attack(text: str) -> str:
-    """The attacker's question: its first non-empty line, without quotes or a 'Question:' label."""
-    for line in text.splitlines():
-        line = line.strip().strip('"').strip()
-        for label in ("Question:", "New question:", "Another question:"):
-            if line.lower().startswith(label.lower()):
-                line = line[len(label) :].strip()
-        if line:
-            return line
-    return text.strip()

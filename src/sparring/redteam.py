@@ -12,17 +12,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from sparring.attacks import attack_prompt, clean_attack
 from sparring.config import AttackerConfig
 from sparring.diversity import mean_pairwise_distance, self_bleu_within
 from sparring.evaluate import rate_with_interval
-from sparring.game import clean_attack
 from sparring.generation import generate
 from sparring.models import chat_prompt
 
 
 def write_attacks(model, tokenizer, settings: AttackerConfig, seeds: Sequence[str], seed: int = 0) -> list[str]:
     """One attack per seed, sampled as the attacker does in the game (its template and sampling)."""
-    prompts = [chat_prompt(tokenizer, settings.template.replace("{seed}", s), settings.system_prompt) for s in seeds]
+    prompts = [attack_prompt(tokenizer, settings, s) for s in seeds]
     return [clean_attack(t) for t in generate(model, tokenizer, prompts, settings.sampling, seed=seed).texts]
 
 

@@ -18,10 +18,6 @@ class Judge(ABC):
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """P(unsafe) per pair, float64 array of len(prompts)."""
 
-    def label(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        """Hard labels: True where P(unsafe) >= threshold."""
-        return self.score(prompts, responses) >= self.threshold
-
     @staticmethod
     def _check(prompts: Sequence[str], responses: Sequence[str]) -> None:
         if len(prompts) != len(responses):
