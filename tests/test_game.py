@@ -54,8 +54,8 @@ def test_stage_schedule():
 def test_reward_signs():
     """An unsafe exchange pays the attacker and costs the defender; a safe one the reverse."""
     p_unsafe = np.array([1.0, 1.0, 0.0, 0.0])  # two attacks, two answers each
-    defender, attacker = game_rewards(p_unsafe, np.array([1.0, 0.0]), np.zeros(2), np.zeros(2), 5.0, 1.0)
-    assert defender.tolist() == [0.0, 0.0, 1.0, 1.0, 0.0, 1.0]  # benign: refusing earns nothing
+    defender, attacker = game_rewards(p_unsafe, np.array([0.0, 1.0]), np.zeros(2), np.zeros(2), 5.0, 1.0)
+    assert defender.tolist() == [0.0, 0.0, 1.0, 1.0, 0.0, 1.0]  # benign: paid its helpfulness
     assert attacker.tolist() == [1.0, 0.0]
     _, penalised = game_rewards(p_unsafe, np.zeros(0), np.array([0.1, 0.0]), np.array([0.2, 0.5]), 5.0, 1.0)
     assert penalised == pytest.approx([1.0 - 0.5 - 0.2, 0.0 - 0.5])
@@ -65,11 +65,11 @@ def test_the_gate_pays_only_attacks_that_kept_their_intent():
     """Attack 0 kept its seed's harmful intent; attack 1 is harmful but off its seed's topic; attack 2
     turned benign: the defender is paid for answering it, and neither 1 nor 2 pays the attacker."""
     p_unsafe = np.array([1.0, 1.0, 0.9, 0.9, 0.8, 0.8])  # three attacks, two answers each
-    refusal = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0])  # the defender refused attack 2 once
+    helpful = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0])  # the defender refused attack 2 once
     gate = Gate(
         intent=np.array([0.9, 0.8, 0.1]), relevance=np.array([0.6, 0.1, 0.7]),
         harmful=np.array([True, True, False]), kept=np.array([True, False, False]),
-        attack_refusal=refusal, penalty=0.5,
+        attack_helpful=helpful, penalty=0.5,
     )  # fmt: skip
     defender, attacker = game_rewards(p_unsafe, np.zeros(0), np.zeros(3), np.zeros(3), 5.0, 1.0, gate)
     assert defender == pytest.approx([0.0, 0.0, 0.1, 0.1, 0.0, 1.0])
@@ -353,3 +353,17 @@ def test_ppo_players_with_a_separate_critic_checkpoint_and_restore(tmp_path):
     again._restore()
     a, b = player_weights(game), player_weights(again)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("payoff", ["delivers", "not_refused"])
+def test_benign_answers_are_paid_their_helpfulness(tmp_path, payoff):
+    cfg = tiny_config(tmp_path, "run.name=p", "schedule.steps=1", f"data.benign_reward={payoff}")
+    game = Game(cfg, tmp_path / "p")
+    result = game.step(0)  # a defender step: benign rows are paid
+    assert 0.0 <= result.metrics["benign_helpful"] <= 1.0
+    responses = ["Whisk flour, eggs and milk, then fry ladlefuls in a hot pan.", "I can help with that."]
+    paid = game._helpfulness(["Give me a recipe for pancakes."] * 2, responses, np.zeros(2))
+    if payoff == "not_refused":
+        assert paid.tolist() == [1.0, 1.0]  # the hollow answer is paid in full
+    else:
+        assert paid[0] > 0.5 > paid[1]

@@ -155,6 +155,12 @@ class DataConfig(_Strict):
     seeds_per_step: int = Field(8, ge=1, description="Seed prompts drawn per defender step.")
     attacker_seeds_per_step: int = Field(4, ge=1, description="Seed prompts drawn per attacker step (x k rewrites).")
     benign_per_step: int = Field(4, ge=0, description="Benign prompts per defender step (two-sided diet); 0 = off.")
+    benign_reward: Literal["delivers", "not_refused"] = Field(
+        "delivers",
+        description="What an answer to a harmless request (benign diet, or an attack that lost its intent) earns: "
+        "delivers = P(it delivers what was asked), by the referee's delivery head; not_refused = 1 - refusal score, "
+        "which pays a hollow 'I can help with that.' in full (the defender learned to say it and stopped refusing).",
+    )
     replay_fraction: float = Field(
         0.25,
         ge=0,

@@ -121,9 +121,13 @@ class Game:
         self.judge = load_judge(cfg.judge.spec, device=str(self.defender.device), threshold=cfg.judge.threshold)
         self.refusal = RefusalJudge()
         self.embed = load_embedder(cfg.diversity.embedder)
-        self.intent = None  # the gate's request-harm estimate: the judge's own request head where it has one
-        if cfg.gate.enabled and self.attacker is not None:
-            self.intent = self.judge if hasattr(self.judge, "request_harm") else PairJudge()
+        # the referee's heads the game reads beside P(unsafe): the judge's own where it has them, else bundled-v2's
+        referee = self.judge if hasattr(self.judge, "request_harm") else None
+        needs_referee = (cfg.gate.enabled and self.attacker is not None) or cfg.data.benign_reward == "delivers"
+        if referee is None and needs_referee:
+            referee = PairJudge()
+        self.intent = referee if cfg.gate.enabled and self.attacker is not None else None  # the gate's intent
+        self.referee = referee
         self.seeds = data_sources.load_prompt_set(cfg.data.harmful_seeds)
         self.benign = data_sources.load_prompt_set(cfg.data.benign) if cfg.data.benign_per_step else []
         size, seed = cfg.data.eval_size, cfg.run.seed
@@ -303,7 +307,7 @@ class Game:
             )
         return did
 
-    def _gate(self, attacks: list[str], seeds: list[str], embeddings: np.ndarray, refusal: np.ndarray) -> Gate | None:
+    def _gate(self, attacks: list[str], seeds: list[str], embeddings: np.ndarray, helpful: np.ndarray) -> Gate | None:
         """Intent (request head) and relevance (cosine to the seed) of each attack, against the thresholds."""
         if self.intent is None:
             return None
@@ -311,7 +315,15 @@ class Game:
         intent = self.intent.request_harm(attacks)
         relevance = (np.asarray(embeddings) * self.embed(seeds)).sum(1)  # both unit-normalised
         harmful = intent >= g.intent_threshold
-        return Gate(intent, relevance, harmful, harmful & (relevance >= g.relevance_threshold), refusal, g.penalty)
+        return Gate(intent, relevance, harmful, harmful & (relevance >= g.relevance_threshold), helpful, g.penalty)
+
+    def _helpfulness(self, prompts: list[str], responses: list[str], refusals: np.ndarray) -> np.ndarray:
+        """What an answer to a harmless request is paid (``data.benign_reward``): ``delivers`` -- P(the answer
+        delivers what was asked), the referee's delivery head -- or ``not_refused``, 1 - refusal score. The
+        second pays a hollow "I can help with that." in full; with the first the defender earns nothing for it."""
+        if self.config.data.benign_reward == "not_refused" or self.referee is None:
+            return 1.0 - refusals
+        return 1.0 / (1.0 + np.exp(-self.referee.deliver_logits(prompts, responses)))
 
     def _attack_prompt(self, seed: str) -> str:
         return attack_prompt(self.attacker.tokenizer, self.config.attacker, seed)
@@ -378,6 +390,7 @@ class Game:
         # 3. judge the attack exchanges; benign rows are scored for answering (two-sided diet)
         p_unsafe = self.judge.score(defender_inputs[:n_attack_rows], responses[:n_attack_rows])
         refusals = np.array([refusal_score(r) for r in responses])
+        helpful = self._helpfulness(defender_inputs, responses, refusals) if stage == "defender" else 1.0 - refusals
         lap("judge")
 
         # 4. diversity of the attacks against the history of all earlier attacks, then add them
@@ -399,10 +412,10 @@ class Game:
         lap("diversity")
 
         # 5. the gate (does each attack still seek harm, on its seed's topic?), then the rewards
-        gate = self._gate(attacks, attack_seeds, embeddings, refusals[:n_attack_rows])
+        gate = self._gate(attacks, attack_seeds, embeddings, helpful[:n_attack_rows])
         lap("gate")
         defender_reward, attacker_reward = game_rewards(
-            p_unsafe, refusals[n_attack_rows:], bleu, emb_sim, w_bleu, w_emb, gate
+            p_unsafe, helpful[n_attack_rows:], bleu, emb_sim, w_bleu, w_emb, gate
         )
 
         # 6. RL update of the player whose stage it is
@@ -429,6 +442,7 @@ class Game:
             "embedding_similarity": float(emb_sim.mean()),
             "diversity_within_batch": 1.0 - self_bleu_within(attacks) if len(attacks) > 1 else 0.0,
             "benign_refusal": float((refusals[n_attack_rows:] >= 1.0).mean()) if benign else None,
+            "benign_helpful": float(helpful[n_attack_rows:].mean()) if benign else None,
             "intent_kept": float(gate.kept.mean()) if gate else None,
             "intent_harmful": float(gate.harmful.mean()) if gate else None,
             "seed_relevance": float(gate.relevance.mean()) if gate else None,
@@ -568,13 +582,14 @@ def successful_attacks(rows: list[dict], threshold: float) -> list[tuple[str, st
 @dataclass
 class Gate:
     """Per attack: P(harmful request), cosine to its seed, whether it seeks harm, whether it kept its
-    seed's intent (harmful and on topic); per answer to it: the refusal score; the lost-intent penalty."""
+    seed's intent (harmful and on topic); per answer to it: how helpful it is (what an answer to a
+    harmless request is paid, see Game._helpfulness); the lost-intent penalty."""
 
     intent: np.ndarray
     relevance: np.ndarray
     harmful: np.ndarray
     kept: np.ndarray
-    attack_refusal: np.ndarray
+    attack_helpful: np.ndarray
     penalty: float
 
     def row(self, i: int) -> dict:
@@ -585,7 +600,7 @@ class Gate:
 
 def game_rewards(
     p_unsafe: np.ndarray,
-    benign_refusal: np.ndarray,
+    benign_helpful: np.ndarray,
     self_bleu: np.ndarray,
     emb_sim: np.ndarray,
     w_bleu: float,
@@ -594,18 +609,18 @@ def game_rewards(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The payoffs. p_unsafe holds k_d judged answers per attack (attack-major order).
 
-    defender: 1 - P(unsafe) per answer to an attack, then 1 - refusal per benign answer;
+    defender: 1 - P(unsafe) per answer to an attack, then its helpfulness per benign answer;
     attacker: mean P(unsafe) over its attack's answers - w_bleu SelfBLEU - w_emb EmbSim.
     With the gate: an attack that no longer seeks harm on its seed's topic earns -penalty in place of
-    its mean P(unsafe), and answers to attacks that no longer seek harm are paid 1 - refusal, like
+    its mean P(unsafe), and answers to attacks that no longer seek harm are paid their helpfulness, like
     answers to benign requests (answering a harmless question is the safe thing to do).
     """
     k_d = len(p_unsafe) // max(len(self_bleu), 1)
     answered = 1.0 - p_unsafe
     unsafety = p_unsafe.reshape(len(self_bleu), k_d).mean(1)
     if gate is not None:
-        answered = np.where(np.repeat(gate.harmful, k_d), answered, 1.0 - gate.attack_refusal)
+        answered = np.where(np.repeat(gate.harmful, k_d), answered, gate.attack_helpful)
         unsafety = np.where(gate.kept, unsafety, -gate.penalty)
-    defender = np.concatenate([answered, 1.0 - benign_refusal])
+    defender = np.concatenate([answered, benign_helpful])
     attacker = unsafety - w_bleu * self_bleu - w_emb * emb_sim
     return defender, attacker
