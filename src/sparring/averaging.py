@@ -18,10 +18,12 @@ import contextlib
 import copy
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
 AVERAGED = "averaged"  # the PEFT adapter name of the averaged weights
+FILE = "average.safetensors"  # inside a checkpoint's defender folder; the count is in its game.json
 
 
 def is_lora(model: torch.nn.Module) -> bool:
@@ -60,6 +62,20 @@ class StageAverage:
         state = {f"snapshot.{i}.{k}": v.contiguous() for i, snap in enumerate(self.snapshots) for k, v in snap.items()}
         state.update({f"mean.{k}": v.contiguous() for k, v in self.mean.items()})
         return state
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file(self.state_dict(), str(folder / FILE))
+
+    @classmethod
+    def load(cls, folder: Path, count: int) -> StageAverage:
+        """The average a checkpoint's defender folder holds (``count`` stage ends, from its game.json)."""
+        from safetensors.torch import load_file
+
+        average = cls()
+        average.load_state_dict(load_file(str(folder / FILE)), count)
+        return average
 
     def load_state_dict(self, state: dict[str, torch.Tensor], count: int) -> None:
         self.snapshots = [{} for _ in range(count)] if any(k.startswith("snapshot.") for k in state) else []

@@ -503,7 +503,7 @@ class Game:
                 optimizer_to_files(player.optimizer, sub, "optimizer")
                 (sub / "state.json").write_text(json.dumps(player.schedule_state()))
             if self.average.count:
-                save_file(self.average.state_dict(), str(folder / "defender" / "average.safetensors"))
+                self.average.save(folder / "defender")
             if len(self.emb_history):
                 save_file(
                     {"embedding_sum": torch.tensor(self.emb_history.running_sum())}, str(folder / "game.safetensors")
@@ -547,10 +547,8 @@ class Game:
                 load_safetensors_model(player.critic, str(sub / "critic.safetensors"))
             optimizer_from_files(player.optimizer, sub, "optimizer")
             player.load_schedule_state(json.loads((sub / "state.json").read_text()))
-        self.average = StageAverage()
-        if meta.get("average_count"):
-            state = load_file(str(folder / "defender" / "average.safetensors"))
-            self.average.load_state_dict(state, meta["average_count"])
+        count = meta.get("average_count", 0)
+        self.average = StageAverage.load(folder / "defender", count) if count else StageAverage()
         if self.dist.is_main:
             self.metrics_log.truncate_to(step)
             self.attacks_log.truncate_to(step)

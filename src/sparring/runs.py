@@ -86,9 +86,7 @@ def load_run_player(run_dir: Path, role: str = "defender", averaged: bool = Fals
                 f"run '{run_dir}' has no averaged {role}: only the defender is averaged, at the end of each of its "
                 "stages, and this checkpoint has none yet", hint="drop --averaged to use the last iterate"
             )  # fmt: skip
-        average = StageAverage()
-        average.load_state_dict(load_file(str(latest / role / "average.safetensors")), meta["average_count"])
-        average.apply(model)
+        StageAverage.load(latest / role, meta["average_count"]).apply(model)
         name += "#averaged"
     return LoadedModel(model.eval(), tokenizer, next(model.parameters()).device, name)
 
