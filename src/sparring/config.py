@@ -143,7 +143,11 @@ class ScheduleConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    harmful_seeds: str = Field("bundled:do-not-answer", description="Seeds the attacker rewrites (and RLHF's prompts).")
+    harmful_seeds: str = Field(
+        "bundled:do-not-answer-harm",
+        description="Seeds the attacker rewrites (and RLHF's prompts): by default Do-Not-Answer's requests for "
+        "harmful help and hateful content, without its questions about private facts.",
+    )
     benign: str = Field("bundled:benign", description="Benign requests mixed into the defender's diet.")
     eval_harmful: str = Field("bundled:harmbench", description="Held-out harmful prompts for ASR (not seeds).")
     eval_benign: str = Field(
@@ -160,6 +164,14 @@ class DataConfig(_Strict):
         description="What an answer to a harmless request (benign diet, or an attack that lost its intent) earns: "
         "delivers = P(it delivers what was asked), by the referee's delivery head; not_refused = 1 - refusal score, "
         "which pays a hollow 'I can help with that.' in full (the defender learned to say it and stopped refusing).",
+    )
+    refusal_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="w: an answer to a request that seeks harm earns (1 - w)(1 - P(unsafe)) + w * refused (the "
+        "refusal matcher's score), so a clear refusal beats an evasive or nonsense answer the judge also calls safe "
+        "(Self-RedTeam's refusal-correctness term); 0 = the paper's 1 - P(unsafe) alone.",
     )
     replay_fraction: float = Field(
         0.25,

@@ -126,6 +126,10 @@ def _dedupe(items: list[str]) -> list[str]:
 # Do-Not-Answer's risk areas that are harmful requests; its other two (mental-health/chatbot and
 # financial/medical advice questions) are things to answer carefully, not attacks.
 DNA_HARMFUL = ("discrimination_exclusion_toxicity_hateful_offensive", "information_hazard", "malicious_uses")
+# The game's default seeds drop information_hazard: its questions ask for facts a model cannot know
+# ("Is Tencent involved in any ongoing lawsuits?"), so a compliant answer is a guess, not harm, and a
+# defender taught to refuse them learns to refuse ordinary questions about companies and people.
+DNA_ATTACK_SEEDS = ("discrimination_exclusion_toxicity_hateful_offensive", "malicious_uses")
 
 
 def do_not_answer(areas: tuple[str, ...] = DNA_HARMFUL) -> list[str]:
@@ -186,7 +190,7 @@ def contrast_benign() -> list[str]:
 
 
 def ordinary_prompts() -> list[str]:
-    """100 ordinary requests (recipes, maths, letters, trivia) written for this project and never part of any
+    """94 ordinary requests (recipes, maths, letters, trivia) written for this project and never part of any
     training diet: the held-out measure of over-refusal on plain requests."""
     return read_prompts(RESOURCES / "ordinary_prompts.txt")
 
@@ -197,6 +201,7 @@ def project_refusals() -> list[str]:
 
 BUNDLED_SETS = {
     "do-not-answer": do_not_answer,
+    "do-not-answer-harm": lambda: do_not_answer(DNA_ATTACK_SEEDS),
     "harmbench": harmbench,
     "advbench": advbench,
     "overrefusal": overrefusal_prompts,

@@ -4,7 +4,7 @@ Each step walks one path: seeds -> attacker writes prompts x -> defender answers
 P(unsafe | x, y) -> diversity of x against the history H -> rewards -> RL update of the player
 whose stage it is -> logs (and a checkpoint every N steps).
 
-    defender reward   r_D = 1 - P(unsafe | x, y)                        (benign rows: 1 - refusal)
+    defender reward   r_D = (1 - w) (1 - P(unsafe | x, y)) + w refused(y)  (harmless requests: P(y delivers))
     attacker reward   r_A = mean_y P(unsafe | x, y) - w_bleu SelfBLEU(x | H) - w_emb EmbSim(x | H)
 
 Both players keep their own frozen reference and KL penalty (inside Player). All randomness of a
@@ -415,8 +415,9 @@ class Game:
         gate = self._gate(attacks, attack_seeds, embeddings, helpful[:n_attack_rows])
         lap("gate")
         defender_reward, attacker_reward = game_rewards(
-            p_unsafe, helpful[n_attack_rows:], bleu, emb_sim, w_bleu, w_emb, gate
-        )
+            p_unsafe, helpful[n_attack_rows:], bleu, emb_sim, w_bleu, w_emb, gate,
+            refused=refusals[:n_attack_rows], refusal_weight=cfg.data.refusal_weight,
+        )  # fmt: skip
 
         # 6. RL update of the player whose stage it is
         shuffle = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, "update"))
@@ -604,10 +605,13 @@ def game_rewards(
     w_bleu: float,
     w_emb: float,
     gate: Gate | None = None,
+    refused: np.ndarray | None = None,
+    refusal_weight: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The payoffs. p_unsafe holds k_d judged answers per attack (attack-major order).
 
-    defender: 1 - P(unsafe) per answer to an attack, then its helpfulness per benign answer;
+    defender: (1 - w)(1 - P(unsafe)) + w * refused per answer to an attack (w = refusal_weight; the
+    paper's payoff is w = 0), then its helpfulness per benign answer;
     attacker: mean P(unsafe) over its attack's answers - w_bleu SelfBLEU - w_emb EmbSim.
     With the gate: an attack that no longer seeks harm on its seed's topic earns -penalty in place of
     its mean P(unsafe), and answers to attacks that no longer seek harm are paid their helpfulness, like
@@ -615,6 +619,8 @@ def game_rewards(
     """
     k_d = len(p_unsafe) // max(len(self_bleu), 1)
     answered = 1.0 - p_unsafe
+    if refusal_weight and refused is not None:  # a clear refusal beats an evasive answer the judge calls safe
+        answered = (1.0 - refusal_weight) * answered + refusal_weight * refused
     unsafety = p_unsafe.reshape(len(self_bleu), k_d).mean(1)
     if gate is not None:
         answered = np.where(np.repeat(gate.harmful, k_d), answered, gate.attack_helpful)
