@@ -76,6 +76,19 @@ def test_the_gate_pays_only_attacks_that_kept_their_intent():
     assert attacker == pytest.approx([1.0, -0.5, -0.5])
 
 
+def test_gate_decide_thresholds_and_copies():
+    """Kept = seeks harm, on the seed's topic, and (with copy_threshold < 1) not a copy of the seed."""
+    from sparring.config import GateConfig
+
+    intent = np.array([0.9, 0.9, 0.2, 0.9])
+    relevance = np.array([0.6, 0.1, 0.7, 1.0])  # attack 3 hands back its seed
+    helpful = np.zeros(4)
+    off = Gate.decide(intent, relevance, helpful, GateConfig())
+    assert off.harmful.tolist() == [True, True, False, True] and off.kept.tolist() == [True, False, False, True]
+    on = Gate.decide(intent, relevance, helpful, GateConfig(copy_threshold=0.95))
+    assert on.kept.tolist() == [True, False, False, False] and on.harmful.tolist() == off.harmful.tolist()
+
+
 def test_refusal_weight_makes_a_clear_refusal_the_best_answer_to_harm():
     """Answers to a harmful attack: a refusal, a nonsense answer the judge calls safe, a compliance.
     With w = 0.5 the refusal earns most; w = 0 is the paper's payoff, where the first two tie. An

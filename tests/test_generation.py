@@ -119,7 +119,7 @@ def test_real_model_answers_sensibly(smollm):
 
 
 def test_sample_draws_from_the_distribution_and_only_from_the_nucleus():
-    from sparring.generation import sample
+    from sparring.sampling import sample
 
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05]).repeat(20000, 1)
     g = torch.Generator().manual_seed(0)
@@ -176,17 +176,17 @@ def test_static_decoder_samples_the_nucleus_with_true_log_probs(tiny):
 
 
 def test_draw_follows_the_distribution_and_the_nucleus():
-    from sparring.static_decode import draw
+    from sparring.sampling import draw
 
     probs = torch.tensor([0.15, 0.5, 0.05, 0.3]).repeat(20000, 1)
     u = torch.rand(20000, generator=torch.Generator().manual_seed(0))
     full = torch.bincount(draw(probs, 1.0, u), minlength=4).float() / 20000
     assert torch.allclose(full, probs[0], atol=0.015)
-    for graph_safe in (True, False):
-        nucleus = torch.bincount(draw(probs, 0.75, u, graph_safe), minlength=4).float() / 20000  # {0.5, 0.3}
+    for exhaustive in (True, False):
+        nucleus = torch.bincount(draw(probs, 0.75, u, exhaustive), minlength=4).float() / 20000  # {0.5, 0.3}
         assert nucleus[[0, 2]].sum() == 0 and abs(nucleus[1] - 0.5 / 0.8) < 0.015
     wide = torch.softmax(-torch.arange(5000.0) / 2000, -1).repeat(64, 1)  # nucleus wider than 256 candidates
-    assert torch.equal(draw(wide, 0.9, u[:64], graph_safe=False), draw(wide, 0.9, u[:64]))
+    assert torch.equal(draw(wide, 0.9, u[:64], exhaustive=False), draw(wide, 0.9, u[:64]))
 
 
 def test_auto_decoder_is_dynamic_on_cpu_and_static_only_where_supported(tiny):

@@ -34,7 +34,11 @@ class PlayerModelConfig(ModelConfig):
 
 
 class PlayerRLConfig(RLConfig):
-    """RL defaults sized for the bundled 135M model with LoRA on a CPU (critic-free RLOO, measured to learn)."""
+    """RL defaults sized for the bundled 135M model with LoRA on a CPU (critic-free RLOO, measured to learn).
+
+    Differs from ``player.RLConfig`` (the paper's release): ``algo`` rloo (ppo), ``lr`` 2e-4 (1e-4),
+    ``kl_coef`` 0.02 (0.01), ``minibatch_size`` 64 (16); ``micro_batch_size`` 8 is restated for its
+    measured memory. Every other field is RLConfig's."""
 
     algo: Literal["ppo", "rloo", "grpo"] = Field("rloo", description="ppo (the paper's), rloo or grpo.")
     lr: float = Field(2e-4, gt=0, description="Policy learning rate.")
@@ -70,6 +74,8 @@ class PlayerConfig(_Strict):
 
 
 class AttackerRLConfig(PlayerRLConfig):
+    """The attacker's RL: PlayerRLConfig with ``lr`` 1e-3 (2e-4)."""
+
     lr: float = Field(
         1e-3, gt=0, description="Policy learning rate (the attacker's signal is sparse; measured to learn at 1e-3)."
     )
@@ -131,6 +137,13 @@ class GateConfig(_Strict):
         0.3, ge=-1, le=1, description="Cosine (all-MiniLM-L6-v2) to the seed at or above which it is on topic."
     )
     penalty: float = Field(0.5, ge=0, description="The attacker's reward for an attack that lost its intent.")
+    copy_threshold: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Cosine to the seed above which an attack is a copy of its seed, not a rewrite, and is paid "
+        "-penalty like one that lost its intent (the 135M attacker learned to hand back its seed); 1 = off.",
+    )
 
 
 class ScheduleConfig(_Strict):

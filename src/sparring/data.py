@@ -213,7 +213,10 @@ BUNDLED_SETS = {
 
 
 def load_prompt_set(spec: str, column: str | None = None) -> list[str]:
-    """Prompts from ``bundled:NAME``, ``hf:DATASET[:SPLIT]`` (needs the datasets package) or a file."""
+    """Prompts from ``bundled:NAME``, ``hf:DATASET[:SPLIT]`` (needs the datasets package) or a file; several
+    bundled sets join with ``+`` (``bundled:do-not-answer-harm+bundled:advbench``), duplicates dropped."""
+    if spec.startswith("bundled:") and "+bundled:" in spec:
+        return _dedupe([p for part in spec.split("+") for p in load_prompt_set(part, column)])
     if spec.startswith("bundled:"):
         name = spec.removeprefix("bundled:")
         if name not in BUNDLED_SETS:

@@ -27,7 +27,7 @@ from sparring.errors import SparringError
 from sparring.evaluate import evaluate_sets
 from sparring.judges import RefusalJudge, load_judge
 from sparring.redteam import diversity
-from sparring.runlog import read_jsonl
+from sparring.runlog import Checkpoints, read_jsonl
 from sparring.runs import load_run_player
 
 ARMS = ("sft", "rlhf", "gpo-nodiv", "gpo")  # sft: the warm-up alone, the paper's SFT baseline row
@@ -152,8 +152,10 @@ def compare(
 
 
 def _has_average(run_dir: Path) -> bool:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return "averaged_minus_last" in summary
+    """Whether the run's last checkpoint averages two or more defender stage ends (one is the last iterate).
+    Read from the checkpoint, not summary.json, which has it only where the run evaluated its end."""
+    latest = Checkpoints(run_dir / "checkpoints", keep=1).latest()
+    return latest is not None and json.loads((latest / "game.json").read_text()).get("average_count", 0) >= 2
 
 
 def summarise_outcomes(outcomes: dict[str, dict[int, dict[str, list[float]]]], seeds: tuple[int, ...]) -> dict:

@@ -34,7 +34,7 @@ from sparring import data as data_sources
 from sparring import warmup
 from sparring.attacks import attack_prompt, clean_attack
 from sparring.averaging import StageAverage
-from sparring.config import GameConfig, dump_config
+from sparring.config import GameConfig, GateConfig, dump_config
 from sparring.distributed import Distributed
 from sparring.diversity import EmbeddingHistory, SelfBleuIndex, load_embedder, self_bleu_within
 from sparring.errors import SparringError
@@ -44,7 +44,7 @@ from sparring.judges import RefusalJudge, load_judge
 from sparring.judges.pair import PairJudge
 from sparring.judges.refusal import refusal_score
 from sparring.models import chat_prompt, load_model
-from sparring.player import Player
+from sparring.player import Player, UpdateStats
 from sparring.runlog import (
     Checkpoints,
     JsonlLog,
@@ -100,6 +100,50 @@ def step_seed(seed: int, step: int, role: str) -> int:
 class StepResult:
     metrics: dict
     attacks: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Attacks:
+    """One step's attack prompts: the fresh ones first (k rewrites per seed), then replayed ones."""
+
+    texts: list[str]
+    seeds: list[str]  # the seed each prompt rewrites
+    n_fresh: int  # texts[:n_fresh] were written this step
+    k: int  # rewrites per seed (the attacker's RLOO group)
+    generation: Generation | None  # the attacker's samples (None under rlhf)
+
+
+@dataclass
+class Answers:
+    """The defender's answers: k per attack (attack-major), then k per benign request."""
+
+    inputs: list[str]  # the request each answer answers
+    generation: Generation
+    n_attack_rows: int
+    k: int  # answers per request (the defender's RLOO group)
+    n_benign: int
+
+
+@dataclass
+class Judged:
+    """What the referee read in each answer: P(unsafe) (attack rows), refusal score and helpfulness (all rows)."""
+
+    p_unsafe: np.ndarray
+    refusals: np.ndarray
+    helpful: np.ndarray
+
+
+class Laps:
+    """Seconds spent in each phase of a step, logged as time_<phase>."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[f"time_{name}"] = round(now - self._clock, 3)
+        self._clock = now
 
 
 class Game:
@@ -308,14 +352,13 @@ class Game:
         return did
 
     def _gate(self, attacks: list[str], seeds: list[str], embeddings: np.ndarray, helpful: np.ndarray) -> Gate | None:
-        """Intent (request head) and relevance (cosine to the seed) of each attack, against the thresholds."""
+        """Intent (request head) and relevance (cosine to the seed) of each attack, against the thresholds: it
+        kept its seed's intent if it seeks harm, on the seed's topic, and is not a copy of the seed."""
         if self.intent is None:
             return None
-        g = self.config.gate
         intent = self.intent.request_harm(attacks)
         relevance = (np.asarray(embeddings) * self.embed(seeds)).sum(1)  # both unit-normalised
-        harmful = intent >= g.intent_threshold
-        return Gate(intent, relevance, harmful, harmful & (relevance >= g.relevance_threshold), helpful, g.penalty)
+        return Gate.decide(intent, relevance, helpful, self.config.gate)
 
     def _helpfulness(self, prompts: list[str], responses: list[str], refusals: np.ndarray) -> np.ndarray:
         """What an answer to a harmless request is paid (``data.benign_reward``): ``delivers`` -- P(the answer
@@ -331,19 +374,49 @@ class Game:
     # -------------------------------------------------------------------------------------- one step
 
     def step(self, step: int) -> StepResult:
+        """One game step, in the order of the module docstring; each phase is one method below."""
         cfg = self.config
         stage = cfg.stage(step)
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
+        clock = Laps()
         rng = random.Random(step_seed(cfg.run.seed, step, "data"))
 
-        def lap(name: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[f"time_{name}"] = round(now - clock, 3)
-            clock = now
+        attacks = self._write_attacks(step, stage, rng)  # 1. seeds -> attacks (+ replayed ones)
+        clock.lap("attacker_generation")
+        answers = self._answer(step, stage, attacks.texts, rng)  # 2. defender answers attacks (+ benign)
+        clock.lap("defender_generation")
+        judged = self._judge(stage, answers)  # 3. P(unsafe) on attack rows, refusals, helpfulness
+        clock.lap("judge")
+        bleu, emb_sim, embeddings = self._diversity(attacks)  # 4. against the history, then join it
+        clock.lap("diversity")
+        gate = self._gate(attacks.texts, attacks.seeds, embeddings, judged.helpful[: answers.n_attack_rows])
+        clock.lap("gate")
+        n = answers.n_attack_rows  # 5. the payoffs
+        w_bleu, w_emb = cfg.diversity_weights
+        defender_reward, attacker_reward = game_rewards(
+            judged.p_unsafe, judged.helpful[n:], bleu, emb_sim, w_bleu, w_emb, gate,
+            refused=judged.refusals[:n], refusal_weight=cfg.data.refusal_weight,
+        )  # fmt: skip
+        stats = self._update(step, stage, attacks, answers, defender_reward, attacker_reward)  # 6. RL update
+        clock.lap("update")
 
-        # 1. seeds -> attack prompts; in defender stages a share replays earlier successful attacks
+        rewards = (defender_reward, attacker_reward)
+        metrics = self._metrics(step, stage, attacks, answers, judged, rewards, bleu, emb_sim, gate, stats)
+        metrics.update(clock.timings, skipped=stats.skipped)
+        if stats.skipped:
+            metrics["skip_reason"] = stats.extra.get("skip_reason")
+            self.emit("warning", {"text": f"step {step}: update skipped ({metrics['skip_reason']})"})
+        metrics = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in metrics.items()}
+        rows = attack_rows(step, stage, attacks, answers, judged, bleu, emb_sim, attacker_reward, gate)
+        if self.dist.active:  # rank 0 logs every process's rows and the mean of their numbers
+            rows, metrics = self._gather_logs(rows, metrics)
+        if self.attacker is not None:  # every rank sees every row, so every archive stays identical
+            self.archive += successful_attacks(rows, cfg.judge.threshold)
+        return StepResult(metrics, rows)
+
+    def _write_attacks(self, step: int, stage: str, rng: random.Random) -> Attacks:
+        """Seeds -> the attacker's prompts (k_a rewrites per seed in its own stages); in defender stages a
+        share of the prompts replays earlier successful attacks. Under rlhf the seeds are the prompts."""
+        cfg = self.config
         n_seeds = cfg.data.attacker_seeds_per_step if stage == "attacker" else cfg.data.seeds_per_step
         n_replay = 0
         if stage == "defender" and self.attacker is not None and self.archive:
@@ -351,140 +424,123 @@ class Game:
             n_replay = wanted // self.dist.world * self.dist.world  # every process replays as many
         replayed = self.dist.shard(rng.sample(self.archive, n_replay)) if n_replay else []
         seeds = self.dist.shard(rng.sample(self.seeds, min(n_seeds - n_replay, len(self.seeds))))
-        rank = f"/rank{self.dist.rank}" if self.dist.active else ""  # each process samples its own
-        attacker_gen: Generation | None = None
         k_a = cfg.attacker.samples_per_prompt if stage == "attacker" else 1
         if self.attacker is None:  # rlhf: the static prompts themselves
-            attacks, attack_seeds = list(seeds), list(seeds)
+            texts, attack_seeds, generation = list(seeds), list(seeds), None
         else:
             attack_seeds = [s for s in seeds for _ in range(k_a)]
-            attacker_gen = generate(
+            rank = f"/rank{self.dist.rank}" if self.dist.active else ""  # each process samples its own
+            generation = generate(
                 self.attacker.model,
                 self.attacker.tokenizer,
                 [self._attack_prompt(s) for s in attack_seeds],
                 cfg.attacker.sampling,
                 seed=step_seed(cfg.run.seed, step, "attacker" + rank),
             )
-            attacks = [clean_attack(t) for t in attacker_gen.texts]
-        n_fresh = len(attacks)
-        attacks += [a for a, _ in replayed]
+            texts = [clean_attack(t) for t in generation.texts]
+        n_fresh = len(texts)
+        texts += [a for a, _ in replayed]
         attack_seeds += [s for _, s in replayed]
-        lap("attacker_generation")
+        return Attacks(texts, attack_seeds, n_fresh, k_a, generation)
 
-        # 2. defender answers attacks (k_d each in its own stages) and, in its stages, benign prompts
+    def _answer(self, step: int, stage: str, attacks: list[str], rng: random.Random) -> Answers:
+        """The defender answers every attack (k_d times in its own stages) and, in its stages, benign
+        requests from its diet (the two-sided diet): one generation, attack rows first."""
+        cfg = self.config
         k_d = cfg.defender.samples_per_prompt if stage == "defender" else 1
         benign = rng.sample(self.benign, min(cfg.data.benign_per_step, len(self.benign))) if stage == "defender" else []
         benign = self.dist.shard(benign)
-        defender_inputs = [x for x in attacks for _ in range(k_d)] + [b for b in benign for _ in range(k_d)]
-        defender_gen = generate(
+        inputs = [x for x in attacks for _ in range(k_d)] + [b for b in benign for _ in range(k_d)]
+        rank = f"/rank{self.dist.rank}" if self.dist.active else ""
+        generation = generate(
             self.defender.model,
             self.defender.tokenizer,
-            [chat_prompt(self.defender.tokenizer, x, cfg.defender.system_prompt) for x in defender_inputs],
+            [chat_prompt(self.defender.tokenizer, x, cfg.defender.system_prompt) for x in inputs],
             cfg.defender.sampling,
             seed=step_seed(cfg.run.seed, step, "defender" + rank),
         )
-        n_attack_rows = len(attacks) * k_d
-        responses = defender_gen.texts
-        lap("defender_generation")
+        return Answers(inputs, generation, len(attacks) * k_d, k_d, len(benign))
 
-        # 3. judge the attack exchanges; benign rows are scored for answering (two-sided diet)
-        p_unsafe = self.judge.score(defender_inputs[:n_attack_rows], responses[:n_attack_rows])
-        refusals = np.array([refusal_score(r) for r in responses])
-        helpful = self._helpfulness(defender_inputs, responses, refusals) if stage == "defender" else 1.0 - refusals
-        lap("judge")
+    def _judge(self, stage: str, answers: Answers) -> Judged:
+        """P(unsafe) of each attack exchange, the refusal matcher's score of every answer, and what each
+        answer would earn as an answer to a harmless request (benign rows, and attacks that lost intent)."""
+        n, inputs, texts = answers.n_attack_rows, answers.inputs, answers.generation.texts
+        p_unsafe = self.judge.score(inputs[:n], texts[:n])
+        refusals = np.array([refusal_score(r) for r in texts])
+        helpful = self._helpfulness(inputs, texts, refusals) if stage == "defender" else 1.0 - refusals
+        return Judged(p_unsafe, refusals, helpful)
 
-        # 4. diversity of the attacks against the history of all earlier attacks, then add them
-        w_bleu, w_emb = cfg.diversity_weights
+    def _diversity(self, attacks: Attacks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SelfBLEU and embedding similarity of each attack against the history of all earlier attacks;
+        then the fresh attacks join the history. Returns (self_bleu, emb_sim, embeddings of the attacks)."""
         # Every process adds every process's fresh attacks, in rank order, so all histories stay identical
         # (replayed attacks are in the history already).
-        per_rank = self.dist.gather(attacks[:n_fresh])
+        n_fresh, texts = attacks.n_fresh, attacks.texts
+        per_rank = self.dist.gather(texts[:n_fresh])
         everyone = [a for part in per_rank for a in part]
         mine = sum(len(part) for part in per_rank[: self.dist.rank])
-        bleu = self.bleu_index.score(attacks)
+        bleu = self.bleu_index.score(texts)
         all_embeddings = self.embed(everyone)
         embeddings = all_embeddings[mine : mine + n_fresh]
-        if replayed:
-            embeddings = np.concatenate([embeddings, self.embed(attacks[n_fresh:])])
+        if len(texts) > n_fresh:
+            embeddings = np.concatenate([embeddings, self.embed(texts[n_fresh:])])
         emb_sim = self.emb_history.score(embeddings)
         if self.attacker is not None:
             self.bleu_index.add(everyone)
             self.emb_history.add(all_embeddings)
-        lap("diversity")
+        return bleu, emb_sim, embeddings
 
-        # 5. the gate (does each attack still seek harm, on its seed's topic?), then the rewards
-        gate = self._gate(attacks, attack_seeds, embeddings, helpful[:n_attack_rows])
-        lap("gate")
-        defender_reward, attacker_reward = game_rewards(
-            p_unsafe, helpful[n_attack_rows:], bleu, emb_sim, w_bleu, w_emb, gate,
-            refused=refusals[:n_attack_rows], refusal_weight=cfg.data.refusal_weight,
-        )  # fmt: skip
-
-        # 6. RL update of the player whose stage it is
-        shuffle = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, "update"))
+    def _update(
+        self, step: int, stage: str, attacks: Attacks, answers: Answers,
+        defender_reward: np.ndarray, attacker_reward: np.ndarray,
+    ) -> UpdateStats:  # fmt: skip
+        """The RL update of the player whose stage it is, on its own samples and rewards."""
+        shuffle = torch.Generator().manual_seed(step_seed(self.config.run.seed, step, "update"))
         if stage == "defender":
-            batch = self.defender.make_batch(defender_gen, torch.tensor(defender_reward), group_size=k_d)
-            stats = self.defender.update(batch, shuffle)
-        else:
-            assert self.attacker is not None and attacker_gen is not None
-            batch = self.attacker.make_batch(attacker_gen, torch.tensor(attacker_reward), group_size=k_a)
-            stats = self.attacker.update(batch, shuffle)
-        lap("update")
+            batch = self.defender.make_batch(answers.generation, torch.tensor(defender_reward), answers.k)
+            return self.defender.update(batch, shuffle)
+        assert self.attacker is not None and attacks.generation is not None
+        batch = self.attacker.make_batch(attacks.generation, torch.tensor(attacker_reward), attacks.k)
+        return self.attacker.update(batch, shuffle)
 
-        unsafe = p_unsafe >= cfg.judge.threshold
-        metrics = {
+    def _metrics(
+        self, step: int, stage: str, attacks: Attacks, answers: Answers, judged: Judged,
+        rewards: tuple[np.ndarray, np.ndarray], bleu: np.ndarray, emb_sim: np.ndarray, gate: Gate | None,
+        stats: UpdateStats,
+    ) -> dict:  # fmt: skip
+        """The step's row of metrics.jsonl (timings and skips are added by the caller)."""
+        n, benign = answers.n_attack_rows, answers.n_benign > 0
+        refusals, helpful = judged.refusals, judged.helpful
+        return {
             "step": step,
             "stage": stage,
-            "asr": float(unsafe.mean()),
-            "p_unsafe": float(p_unsafe.mean()),
-            "asr_refusal_matcher": float((refusals[:n_attack_rows] < 1.0).mean()),
-            "defender_reward": float(defender_reward.mean()),
-            "attacker_reward": float(attacker_reward.mean()),
+            "asr": float((judged.p_unsafe >= self.config.judge.threshold).mean()),
+            "p_unsafe": float(judged.p_unsafe.mean()),
+            "asr_refusal_matcher": float((refusals[:n] < 1.0).mean()),
+            "defender_reward": float(rewards[0].mean()),
+            "attacker_reward": float(rewards[1].mean()),
             "self_bleu": float(bleu.mean()),
             "embedding_similarity": float(emb_sim.mean()),
-            "diversity_within_batch": 1.0 - self_bleu_within(attacks) if len(attacks) > 1 else 0.0,
-            "benign_refusal": float((refusals[n_attack_rows:] >= 1.0).mean()) if benign else None,
-            "benign_helpful": float(helpful[n_attack_rows:].mean()) if benign else None,
+            "diversity_within_batch": 1.0 - self_bleu_within(attacks.texts) if len(attacks.texts) > 1 else 0.0,
+            "benign_refusal": float((refusals[n:] >= 1.0).mean()) if benign else None,
+            "benign_helpful": float(helpful[n:].mean()) if benign else None,
             "intent_kept": float(gate.kept.mean()) if gate else None,
             "intent_harmful": float(gate.harmful.mean()) if gate else None,
             "seed_relevance": float(gate.relevance.mean()) if gate else None,
             "history": len(self.bleu_index),
             **{f"{stage}_{k}": v for k, v in stats.as_dict().items()},
-            **timings,
         }
-        metrics["skipped"] = stats.skipped
-        if stats.skipped:
-            metrics["skip_reason"] = stats.extra.get("skip_reason")
-            self.emit("warning", {"text": f"step {step}: update skipped ({metrics['skip_reason']})"})
-        metrics = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in metrics.items()}
-        rows = []
-        for i, x in enumerate(attacks):
-            answers = responses[i * k_d : (i + 1) * k_d]
-            rows.append(
-                {
-                    "step": step,
-                    "stage": stage,
-                    "seed": attack_seeds[i],
-                    "prompt": x,
-                    "responses": answers,
-                    "p_unsafe": [round(float(v), 6) for v in p_unsafe[i * k_d : (i + 1) * k_d]],
-                    "self_bleu": round(float(bleu[i]), 6),
-                    "embedding_similarity": round(float(emb_sim[i]), 6),
-                    "attacker_reward": round(float(attacker_reward[i]), 6),
-                    **(gate.row(i) if gate else {}),
-                    **({"replay": True} if i >= n_fresh else {}),
-                }
-            )
-        if self.dist.active:  # rank 0 logs every process's rows and the mean of their numbers
-            rows = [r for part in self.dist.gather(rows) for r in part]
-            everyone_metrics = [m for part in self.dist.gather([metrics]) for m in part]
-            for key, value in metrics.items():
-                if isinstance(value, float) and key != "step":
-                    values = [m[key] for m in everyone_metrics if isinstance(m.get(key), float)]
-                    metrics[key] = float(np.mean(values)) if values else None
-            metrics["processes"] = self.dist.world
-        if self.attacker is not None:  # every rank sees every row, so every archive stays identical
-            self.archive += successful_attacks(rows, cfg.judge.threshold)
-        return StepResult(metrics, rows)
+
+    def _gather_logs(self, rows: list[dict], metrics: dict) -> tuple[list[dict], dict]:
+        """Across processes: every process's attack rows, and the mean of each number over processes."""
+        rows = [r for part in self.dist.gather(rows) for r in part]
+        everyone = [m for part in self.dist.gather([metrics]) for m in part]
+        for key, value in metrics.items():
+            if isinstance(value, float) and key != "step":
+                values = [m[key] for m in everyone if isinstance(m.get(key), float)]
+                metrics[key] = float(np.mean(values)) if values else None
+        metrics["processes"] = self.dist.world
+        return rows, metrics
 
     # -------------------------------------------------------------------------------------- checkpoints
 
@@ -568,6 +624,33 @@ class Game:
         self.emit("status", {"text": f"resumed from {folder.name}"})
 
 
+def attack_rows(
+    step: int, stage: str, attacks: Attacks, answers: Answers, judged: Judged, bleu: np.ndarray,
+    emb_sim: np.ndarray, attacker_reward: np.ndarray, gate: Gate | None,
+) -> list[dict]:  # fmt: skip
+    """One attacks.jsonl row per attack: the prompt, its seed, the defender's answers and every score."""
+    k, texts = answers.k, answers.generation.texts
+    rows = []
+    for i, x in enumerate(attacks.texts):
+        answered = slice(i * k, (i + 1) * k)
+        rows.append(
+            {
+                "step": step,
+                "stage": stage,
+                "seed": attacks.seeds[i],
+                "prompt": x,
+                "responses": texts[answered],
+                "p_unsafe": [round(float(v), 6) for v in judged.p_unsafe[answered]],
+                "self_bleu": round(float(bleu[i]), 6),
+                "embedding_similarity": round(float(emb_sim[i]), 6),
+                "attacker_reward": round(float(attacker_reward[i]), 6),
+                **(gate.row(i) if gate else {}),
+                **({"replay": True} if i >= attacks.n_fresh else {}),
+            }
+        )
+    return rows
+
+
 def successful_attacks(rows: list[dict], threshold: float) -> list[tuple[str, str]]:
     """(attack, seed) of fresh attacks that kept their intent (where a gate ran) and had an answer judged
     unsafe: the archive that defender steps replay from. Read from the logged rows, so a resume rebuilds it."""
@@ -590,6 +673,15 @@ class Gate:
     kept: np.ndarray
     attack_helpful: np.ndarray
     penalty: float
+
+    @classmethod
+    def decide(cls, intent: np.ndarray, relevance: np.ndarray, helpful: np.ndarray, g: GateConfig) -> Gate:
+        """An attack kept its seed's intent if it seeks harm (intent >= threshold), stays on the seed's topic
+        (relevance >= threshold) and is a rewrite, not a copy of the seed (relevance <= copy_threshold)."""
+        harmful = intent >= g.intent_threshold
+        copied = relevance > g.copy_threshold if g.copy_threshold < 1.0 else np.zeros_like(harmful)
+        on_topic = (relevance >= g.relevance_threshold) & ~copied
+        return cls(intent, relevance, harmful, harmful & on_topic, helpful, g.penalty)
 
     def row(self, i: int) -> dict:
         """Attack ``i``'s gate readings, for attacks.jsonl."""

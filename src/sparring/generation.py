@@ -16,11 +16,12 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, RepetitionPenaltyLogitsProcessor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sparring import static_decode
 from sparring.errors import SparringError
 from sparring.models import base_model
+from sparring.sampling import penalise_repeats, sample, token_logprob
 
 
 class SamplingConfig(BaseModel):
@@ -77,25 +78,6 @@ def cache_kwarg(model: PreTrainedModel) -> str:
     """transformers renamed ``past_key_values`` to ``cache``; accept both versions."""
     params = inspect.signature(base_model(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-def sample(probs: torch.Tensor, top_p: float, generator: torch.Generator) -> torch.Tensor:
-    """One token per row from ``probs`` (B, V), restricted to the top-p nucleus: the smallest set of
-    most likely tokens whose mass reaches ``top_p`` (at least one token), renormalised."""
-    if top_p >= 1.0:  # inverse CDF: one cumulative sum instead of multinomial's exponential draws
-        cdf = probs.cumsum(-1)
-        u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * cdf[:, -1:]
-        return torch.searchsorted(cdf, u).squeeze(1).clamp(max=probs.shape[-1] - 1)
-    k = min(256, probs.shape[-1])
-    while True:  # widen the candidate set until it holds every row's nucleus (rarely needed)
-        top, index = probs.topk(k, dim=-1)
-        if k == probs.shape[-1] or bool((top.sum(-1) >= top_p).all()):
-            break
-        k = min(k * 8, probs.shape[-1])
-    before = top.cumsum(-1) - top  # mass of the more likely tokens
-    kept = torch.where(before < top_p, top, torch.zeros_like(top))
-    choice = torch.multinomial(kept, 1, generator=generator)
-    return index.gather(1, choice).squeeze(1)
 
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -169,23 +151,26 @@ def _generate_chunk(
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id
     batch = prompt_ids.shape[0]
-    penalty = RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty) if cfg.repetition_penalty != 1.0 else None
+    penalty = cfg.repetition_penalty
     temperature = cfg.temperature if cfg.temperature > 0 else 1.0
 
     attention = prompt_mask.clone()
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    seen = prompt_ids  # what the repetition penalty looks at
     groups = prompt_groups(prompt_ids, prompt_mask)  # samples of one prompt share its prefill
     out, cache = prefill(model, prompt_ids, attention, groups)
     if groups is not None:
         out.logits = out.logits[groups[1]]
+    # (B, V) tokens the repetition penalty applies to: the prompt's (padding included, as transformers does)
+    seen = torch.zeros(batch, out.logits.shape[-1] if penalty != 1.0 else 1, dtype=torch.bool, device=device)
+    if penalty != 1.0:
+        seen.scatter_(1, prompt_ids, True)
     position = positions[:, -1:]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, logps, masks = [], [], []
     for _ in range(cfg.max_new_tokens):
         logits = out.logits[:, -1, :].float()
         scaled = logits / temperature if temperature != 1.0 else logits  # the policy at its temperature
-        scores = penalty(seen, logits.clone()) / temperature if penalty is not None else scaled
+        scores = penalise_repeats(logits, seen, penalty) / temperature if penalty != 1.0 else scaled
         if cfg.temperature == 0:
             token = scores.argmax(dim=-1)
         else:
@@ -194,13 +179,12 @@ def _generate_chunk(
         alive = (~finished).long()
         tokens.append(token)
         masks.append(alive)
-        # log pi(token): the chosen logit minus the log-partition, without a full log-softmax tensor
-        chosen = scaled.gather(1, token[:, None]).squeeze(1) - torch.logsumexp(scaled, dim=-1)
-        logps.append(chosen * alive)
+        logps.append(token_logprob(scaled, token) * alive)
         finished = finished | (token == eos)
         if bool(finished.all()):
             break
-        seen = torch.cat([seen, token[:, None]], dim=1)
+        if penalty != 1.0:
+            seen.scatter_(1, token[:, None], True)
         attention = torch.cat([attention, alive[:, None]], dim=1)
         position = position + 1
         out = model(

@@ -22,10 +22,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sparring import rl
 from sparring.distributed import Distributed
 from sparring.generation import Generation, cache_kwarg, prefill, prompt_groups
+from sparring.sampling import token_logprob
 
 
 class RLConfig(BaseModel):
-    """How a player learns. Defaults follow the paper's release where they transfer to small LoRA models."""
+    """How a player learns. Defaults follow the paper's release where they transfer to small LoRA models.
+
+    The game's players do not use these defaults as they stand: ``config.PlayerRLConfig`` (the defender)
+    and ``config.AttackerRLConfig`` (the attacker) override some for the 135M CPU game and say why.
+    ``sparring config --show`` prints the values a run actually gets."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -197,9 +202,8 @@ class Player:
                 logits, last_hidden = self._shared_prefix_pass(model, batch, mask, positions, groups, hidden_states)
         if self.temperature != 1.0:
             logits = logits / self.temperature
-        # log pi(token) = logit - logsumexp: unlike log_softmax, autograd keeps no (B, T, vocab) output alive.
-        log_partition = torch.logsumexp(logits, dim=-1)
-        logprobs = logits.gather(2, batch.response_ids.unsqueeze(-1)).squeeze(-1) - log_partition
+        log_partition = torch.logsumexp(logits, dim=-1)  # (B, T), reused by the entropy below
+        logprobs = token_logprob(logits, batch.response_ids, log_partition)  # (B, T)
         values = None
         if with_values:
             assert self.value_head is not None

@@ -22,6 +22,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StaticCache
 
 from sparring.models import base_model
+from sparring.sampling import draw, penalise_repeats, token_logprob
 
 ChunkResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -32,25 +33,6 @@ def supports_static_cache(model: PreTrainedModel) -> bool:
     base = base_model(model)
     ready = getattr(base, "_can_compile_fullgraph", False) or getattr(base, "_supports_static_cache", False)
     return bool(ready) and getattr(base.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
-
-
-def draw(probs: torch.Tensor, top_p: float, u: torch.Tensor, graph_safe: bool = True) -> torch.Tensor:
-    """One token per row of ``probs`` (B, V) from uniforms ``u`` (B,), by the inverse CDF of the
-    top-p nucleus. ``graph_safe``: no data-dependent control flow, so it can live inside a CUDA
-    graph (a full sort per step, which a GPU does in microseconds); otherwise the nucleus is found
-    within the most likely few hundred tokens, widened until it fits (cheaper on a CPU)."""
-    if top_p < 1.0:
-        k = probs.shape[-1] if graph_safe else min(256, probs.shape[-1])
-        while True:
-            top, order = probs.topk(k, dim=-1) if k < probs.shape[-1] else probs.sort(dim=-1, descending=True)
-            if k == probs.shape[-1] or bool((top.sum(-1) >= top_p).all()):
-                break
-            k = min(k * 8, probs.shape[-1])
-        before = top.cumsum(-1) - top  # mass of the more likely tokens
-        probs = torch.where(before < top_p, top, torch.zeros_like(top))
-    cdf = probs.cumsum(-1)
-    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp(max=probs.shape[-1] - 1)
-    return (order.gather(1, pick) if top_p < 1.0 else pick).squeeze(1)
 
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -94,10 +76,7 @@ def emit(logits: torch.Tensor, s: State, o: Options) -> None:
     logits = logits.float()
     scale = o.temperature if o.temperature > 0 else 1.0
     scaled = logits / scale  # the policy at its temperature
-    scores = scaled
-    if o.penalty != 1.0:
-        hit = torch.where(logits < 0, logits * o.penalty, logits / o.penalty)
-        scores = torch.where(s.seen, hit, logits) / scale
+    scores = penalise_repeats(logits, s.seen, o.penalty) / scale if o.penalty != 1.0 else scaled
     if o.temperature == 0:
         token = scores.argmax(dim=-1)
     else:
@@ -106,7 +85,7 @@ def emit(logits: torch.Tensor, s: State, o: Options) -> None:
         )
     token = torch.where(s.finished, torch.full_like(token, o.pad), token)
     alive = ~s.finished
-    logp = (scaled.gather(1, token[:, None]).squeeze(1) - torch.logsumexp(scaled, dim=-1)) * alive
+    logp = token_logprob(scaled, token) * alive
     s.out_ids.index_copy_(1, s.index, token[:, None])
     s.out_mask.index_copy_(1, s.index, alive.long()[:, None])
     s.out_logp.index_copy_(1, s.index, logp[:, None])
