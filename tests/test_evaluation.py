@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +112,22 @@ def test_two_level_bootstrap_and_paired_differences():
     out = summarise_outcomes({"gpo": lower, "sft": same}, (0, 1))
     d = out["differences"]["gpo - sft"]["m"]
     assert d["value"] == pytest.approx(-0.5) and d["ci"][1] < 0 and d["real"]
+
+
+def test_experiments_find_the_averaged_defender_in_the_checkpoint_not_the_summary(tmp_path):
+    """A run that skipped its end evaluation has no averaged_minus_last in summary.json; the checkpoint
+    still says how many defender stage ends it averages (two or more: an average, not the last iterate)."""
+    from sparring.experiments import _has_average
+
+    def run(count: int | None) -> Path:
+        folder = tmp_path / f"run{count}"
+        (folder / "checkpoints").mkdir(parents=True)
+        if count is not None:
+            step = folder / "checkpoints" / "step-40"
+            step.mkdir()
+            (step / "complete.json").write_text("{}")
+            (step / "game.json").write_text(json.dumps({"step": 40, "average_count": count}))
+            (folder / "checkpoints" / "latest").write_text("step-40")
+        return folder
+
+    assert _has_average(run(2)) and not _has_average(run(1)) and not _has_average(run(None))
