@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sparring import static_decode
 from sparring.errors import SparringError
 from sparring.models import base_model
-from sparring.sampling import penalise_repeats, sample, token_logprob
+from sparring.sampling import penalise_repeats, sample, seen_mask, token_logprob
 
 
 class SamplingConfig(BaseModel):
@@ -160,10 +160,7 @@ def _generate_chunk(
     out, cache = prefill(model, prompt_ids, attention, groups)
     if groups is not None:
         out.logits = out.logits[groups[1]]
-    # (B, V) tokens the repetition penalty applies to: the prompt's (padding included, as transformers does)
-    seen = torch.zeros(batch, out.logits.shape[-1] if penalty != 1.0 else 1, dtype=torch.bool, device=device)
-    if penalty != 1.0:
-        seen.scatter_(1, prompt_ids, True)
+    seen = seen_mask(prompt_ids, out.logits.shape[-1], penalty)
     position = positions[:, -1:]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, logps, masks = [], [], []

@@ -19,6 +19,16 @@ def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
     return torch.where(seen, hit, logits)
 
 
+def seen_mask(prompt_ids: torch.Tensor, vocab: int, penalty: float) -> torch.Tensor:
+    """The tokens the repetition penalty applies to at the start, (B, V) bool: the prompt's, padding
+    included, as transformers' processor does; a (B, 1) placeholder when the penalty is off. A decode
+    loop then marks each token it emits (``seen.scatter_(1, token[:, None], True)``)."""
+    seen = torch.zeros(prompt_ids.shape[0], vocab if penalty != 1.0 else 1, dtype=torch.bool, device=prompt_ids.device)
+    if penalty != 1.0:
+        seen.scatter_(1, prompt_ids, True)
+    return seen
+
+
 def nucleus(probs: torch.Tensor, top_p: float, exhaustive: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-p nucleus of each row of ``probs`` (B, V): the smallest set of most likely tokens whose
     mass reaches ``top_p`` (at least one). Returns (their probabilities, most likely first, with every

@@ -22,7 +22,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StaticCache
 
 from sparring.models import base_model
-from sparring.sampling import draw, penalise_repeats, token_logprob
+from sparring.sampling import draw, penalise_repeats, seen_mask, token_logprob
 
 ChunkResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -159,9 +159,7 @@ def generate_chunk(
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     valid = torch.zeros(batch, length, dtype=torch.bool, device=device)
     valid[:, :width] = prompt_mask.bool()
-    seen = torch.zeros(batch, model.config.vocab_size if o.penalty != 1.0 else 1, dtype=torch.bool, device=device)
-    if o.penalty != 1.0:
-        seen.scatter_(1, prompt_ids, True)  # as transformers' processor: the prompt, padding included
+    seen = seen_mask(prompt_ids, model.config.vocab_size, o.penalty)
     s = State(
         ids=torch.zeros(batch, 1, dtype=torch.long, device=device),
         pos=positions[:, -1:].clone(),
