@@ -8,7 +8,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sparring.config import GameConfig, load_config
@@ -89,6 +89,8 @@ raw_values = st.one_of(
         max_size=3,
     )
 )
+@example([("schedule.steps", "0")])  # the warm-up alone is a valid game (the paper's SFT row)
+@example([("schedule.steps", "-1")])
 def test_overrides_give_a_config_or_a_named_error(items):
     overrides = [f"{key}={value}" for key, value in items]
     try:
@@ -98,7 +100,7 @@ def test_overrides_give_a_config_or_a_named_error(items):
         assert any(key.split(".")[0] in message or key in message for key, _ in items), message
         return
     assert isinstance(config, GameConfig)
-    assert config.schedule.steps >= 1 and 0 <= config.judge.threshold <= 1
+    assert config.schedule.steps >= 0 and 0 <= config.judge.threshold <= 1
 
     def floats(value):
         if isinstance(value, dict):
