@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file, save_model
-from safetensors.torch import load_model as load_safetensors_model
+from safetensors.torch import load_file, save_file
 
 from sparring import data as data_sources
 from sparring import warmup
@@ -51,10 +50,8 @@ from sparring.runlog import (
     Tracker,
     atomic_write,
     check_writable,
-    optimizer_from_files,
-    optimizer_to_files,
 )
-from sparring.runs import frozen_start, player_model, release_memory, restore_weights, summarise
+from sparring.runs import frozen_start, player_model, release_memory, summarise
 from sparring.sft import sft
 
 
@@ -550,15 +547,8 @@ class Game:
     def save_checkpoint(self, step: int) -> Path:
         def writer(folder: Path) -> None:
             for name, player in self.players().items():
-                sub = folder / name
-                sub.mkdir()
-                player.model.save_pretrained(sub, safe_serialization=True)
-                if player.value_head is not None:
-                    save_file(player.value_head.state_dict(), str(sub / "value_head.safetensors"))
-                if player.critic is not None:
-                    save_model(player.critic, str(sub / "critic.safetensors"))  # handles tied weights
-                optimizer_to_files(player.optimizer, sub, "optimizer")
-                (sub / "state.json").write_text(json.dumps(player.schedule_state()))
+                (folder / name).mkdir()
+                player.save_state(folder / name)
             if self.average.count:
                 self.average.save(folder / "defender")
             if len(self.emb_history):
@@ -596,14 +586,7 @@ class Game:
         meta = json.loads((folder / "game.json").read_text())
         step = int(meta["step"])
         for name, player in self.players().items():
-            sub = folder / name
-            restore_weights(player.model, sub)
-            if player.value_head is not None:
-                player.value_head.load_state_dict(load_file(str(sub / "value_head.safetensors")))
-            if player.critic is not None:
-                load_safetensors_model(player.critic, str(sub / "critic.safetensors"))
-            optimizer_from_files(player.optimizer, sub, "optimizer")
-            player.load_schedule_state(json.loads((sub / "state.json").read_text()))
+            player.load_state(folder / name)
         count = meta.get("average_count", 0)
         self.average = StageAverage.load(folder / "defender", count) if count else StageAverage()
         if self.dist.is_main:

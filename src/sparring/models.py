@@ -27,6 +27,7 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from safetensors.torch import load_file
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -391,3 +392,13 @@ def load_adapter(model: PreTrainedModel, path: str | Path, trainable: bool = Fal
     if not (path / "adapter_model.safetensors").exists():
         raise SparringError(f"'{path}' has no adapter_model.safetensors", hint="only safetensors adapters are loaded")
     return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+
+
+def restore_weights(model, folder: Path) -> None:
+    """Load a checkpoint's trained weights (a PEFT adapter or a full model) into ``model``."""
+    from peft import set_peft_model_state_dict
+
+    if (folder / "adapter_model.safetensors").exists():
+        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+    else:
+        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)

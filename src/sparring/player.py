@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sparring import rl
 from sparring.distributed import Distributed
 from sparring.generation import Generation, cache_kwarg, prefill, prompt_groups
+from sparring.models import restore_weights
+from sparring.runlog import optimizer_from_files, optimizer_to_files
 from sparring.sampling import token_logprob
 
 
@@ -423,21 +428,36 @@ class Player:
 
     # ---------------------------------------------------------------------------------- state
 
-    def schedule_state(self) -> dict:
-        """The learning-rate schedule's position and the KL coefficient (and its controller): the small,
-        non-tensor half of a checkpoint, as JSON-ready values (the optimiser's tensors go to safetensors)."""
-        return {
+    def save_state(self, folder: Path) -> None:
+        """Write everything a resumed run needs to continue this player exactly: its trained weights (adapter
+        or full model), value head or critic, optimiser (tensors as safetensors) and, as JSON, the learning-rate
+        schedule's position and the KL coefficient and its controller."""
+        self.model.save_pretrained(folder, safe_serialization=True)
+        if self.value_head is not None:
+            save_file(self.value_head.state_dict(), str(folder / "value_head.safetensors"))
+        if self.critic is not None:
+            save_model(self.critic, str(folder / "critic.safetensors"))  # handles tied weights
+        optimizer_to_files(self.optimizer, folder, "optimizer")
+        schedule = {
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
             "kl_coef": self.kl_coef,
             "kl_controller": vars(self.kl_controller) if self.kl_controller else None,
         }
+        (folder / "state.json").write_text(json.dumps(schedule))
 
-    def load_schedule_state(self, state: dict) -> None:
-        """Restore what ``schedule_state`` returned."""
-        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **state["scheduler"]})
-        self.kl_coef = state["kl_coef"]
-        if self.kl_controller and state["kl_controller"]:
-            vars(self.kl_controller).update(state["kl_controller"])
+    def load_state(self, folder: Path) -> None:
+        """Restore what ``save_state`` wrote."""
+        restore_weights(self.model, folder)
+        if self.value_head is not None:
+            self.value_head.load_state_dict(load_file(str(folder / "value_head.safetensors")))
+        if self.critic is not None:
+            load_model(self.critic, str(folder / "critic.safetensors"))
+        optimizer_from_files(self.optimizer, folder, "optimizer")
+        schedule = json.loads((folder / "state.json").read_text())
+        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **schedule["scheduler"]})
+        self.kl_coef = schedule["kl_coef"]
+        if self.kl_controller and schedule["kl_controller"]:
+            vars(self.kl_controller).update(schedule["kl_controller"])
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Weights that change during training (adapter or full model, plus value head)."""

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from sparring.averaging import StageAverage
 from sparring.errors import SparringError
-from sparring.models import LoadedModel, add_lora, load_adapter, load_model
+from sparring.models import LoadedModel, add_lora, load_adapter, load_model, restore_weights
 
 
 def player_model(settings, warm: Path):
@@ -51,16 +51,6 @@ def frozen_start(settings, role: str):
     if settings.model.lora is not None:
         model = add_lora(model, settings.model.lora)
     return model, loaded.tokenizer
-
-
-def restore_weights(model, folder: Path) -> None:
-    """Load a checkpoint's trained weights (a PEFT adapter or a full model) into ``model``."""
-    from peft import set_peft_model_state_dict
-
-    if (folder / "adapter_model.safetensors").exists():
-        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
-    else:
-        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
 
 
 def load_run_player(run_dir: Path, role: str = "defender", averaged: bool = False) -> LoadedModel:
