@@ -164,9 +164,10 @@ class Stop(Exception):
 
 
 REPLAYING = ["gate.enabled=false", "schedule.defender_steps=1", "schedule.attacker_steps=1", "data.replay_fraction=0.5"]
+ANCHORED = ["defender.rl.anchor_coef=1.0", "warmup.min_answer_words=1"]  # the tiny model's babble has few spaces
 
 
-@pytest.mark.parametrize("extra", [[], REPLAYING], ids=["default", "replaying"])
+@pytest.mark.parametrize("extra", [[], REPLAYING, ANCHORED], ids=["default", "replaying", "anchored"])
 def test_resume_continues_exactly(tmp_path, extra):
     cfg = tiny_config(tmp_path, "run.name=straight", *extra)
     straight = Game(cfg, tmp_path / "straight")
@@ -196,9 +197,12 @@ def test_resume_continues_exactly(tmp_path, extra):
         return out
 
     assert rows("straight", "metrics.jsonl") == rows("broken", "metrics.jsonl")  # each step exactly once
+    if extra is ANCHORED:  # the warm-up's answers are kept with it, so the resumed defender has the same anchor
+        assert straight.defender.anchor and resumed.defender.anchor == straight.defender.anchor
+        assert all("defender_anchor_loss" in r for r in rows("broken", "metrics.jsonl") if r["stage"] == "defender")
     assert rows("straight", "attacks.jsonl") == rows("broken", "attacks.jsonl")
     # the averaged defender too: a stage end recorded before the crash is not counted twice
-    assert straight.average.count == resumed.average.count == (2 if extra else 1)
+    assert straight.average.count == resumed.average.count == (2 if extra is REPLAYING else 1)
     sa, sb = straight.average.state_dict(), resumed.average.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 

@@ -219,3 +219,27 @@ def test_minibatches_hold_whole_groups(monkeypatch):
     assert sorted(i for idx in seen for i in idx) == list(range(12))
     assert all({i // 3 for i in idx} == {idx[0] // 3, idx[3] // 3} and len(idx) == 6 for idx in seen)
     assert [idx[0] // 3 for idx in seen] != [0, 2]  # groups were shuffled
+
+
+@pytest.mark.parametrize("coef", [0.0, 1.0])
+def test_the_anchor_teaches_its_answers_and_nothing_without_it(coef):
+    """PPO-ptx: with equal scores RLOO's advantages are zero, so only the anchor term can move the policy."""
+    from sparring.sft import sft_loss
+
+    loaded = load_model("tiny")
+    tok = loaded.tokenizer
+    torch.manual_seed(0)
+    player = Player(loaded.model, tok, RLConfig(algo="rloo", lr=3e-3, kl_coef=0.0, anchor_coef=coef))
+    player.anchor = [(chat_prompt(tok, "name a colour"), "blue blue blue")]
+    prompts = [chat_prompt(tok, f"prompt {i}") for i in range(4)]
+    gen = generate(player.model, tok, [p for p in prompts for _ in range(2)], SamplingConfig(max_new_tokens=4), seed=0)
+    batch = player.make_batch(gen, torch.ones(8), group_size=2)
+    before = float(sft_loss(player.model, tok, player.anchor))
+    weights = {k: v.clone() for k, v in player.trainable_state().items()}
+    stats = [player.update(batch, torch.Generator().manual_seed(0)) for _ in range(5)][-1]
+    after = float(sft_loss(player.model, tok, player.anchor))
+    if coef:
+        assert after < before - 0.1 and stats.extra["anchor_loss"] > 0
+    else:
+        assert all(torch.equal(weights[k], v) for k, v in player.trainable_state().items())
+        assert "anchor_loss" not in stats.extra

@@ -209,6 +209,9 @@ class WarmupConfig(_Strict):
         description="Benign rows (the defender's own answers) per refusal row in its warm-up. At 0.5 the warm-up "
         "taught the 135M defender to refuse about a third of ordinary requests it had never seen.",
     )
+    min_answer_words: int = Field(
+        8, ge=1, description="Shortest own answer (in words) kept as a benign row: shorter ones are hollow openers."
+    )
     batch_size: int = Field(8, ge=1, description="Sequences per warm-up SFT step.")
     lr: float = Field(3e-4, gt=0, description="Warm-up SFT learning rate.")
 

@@ -88,6 +88,9 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+ANCHOR_FILE = "anchor.jsonl"  # the warm-up's benign (prompt, answer) pairs: the defender's RL anchor
+
+
 def step_seed(seed: int, step: int, role: str) -> int:
     """A reproducible seed per (run seed, step, role)."""
     return random.Random(f"{seed}/{step}/{role}").randrange(2**62)
@@ -201,7 +204,11 @@ class Game:
             critic = load_model(
                 settings.model.model_copy(update={"spec": settings.rl.critic_model, "lora": None})
             ).model
-        return Player(model, tokenizer, settings.rl, settings.sampling.temperature, critic=critic, dist=self.dist)
+        player = Player(model, tokenizer, settings.rl, settings.sampling.temperature, critic=critic, dist=self.dist)
+        anchor = self.run_dir / "warmup" / role / ANCHOR_FILE
+        if anchor.exists():
+            player.anchor = [(r["prompt"], r["answer"]) for r in map(json.loads, anchor.read_text().splitlines())]
+        return player
 
     def _rebase(self, role: str) -> None:
         """After warm-up the SFT model becomes the player's start and frozen reference, as in the paper."""
@@ -328,8 +335,14 @@ class Game:
             self.emit("status", {"text": "warm-up: defender SFT"})
             tok = self.defender.tokenizer
             rng = random.Random(f"{cfg.run.seed}/warmup")
-            pairs = warmup.defender_pairs(self.defender.model, tok, self.seeds, self.benign, cfg, rng)
+            refusals, answers = warmup.defender_pairs(self.defender.model, tok, self.seeds, self.benign, cfg, rng)
+            pairs = refusals + answers
             losses = sft(self.defender.model, tok, pairs, w.defender_steps, w.batch_size, w.lr, cfg.run.seed)
+            if self.dist.is_main:  # the defender's RL anchor, kept with the warm-up so a resumed run has it
+                folder = self.run_dir / "warmup" / "defender"
+                folder.mkdir(parents=True, exist_ok=True)
+                lines = [json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in answers]
+                atomic_write(folder / ANCHOR_FILE, "".join(lines))
             self._rebase("defender")
             self.emit(
                 "warmup", {"player": "defender", "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1]}

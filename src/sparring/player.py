@@ -28,6 +28,7 @@ from sparring.generation import Generation, cache_kwarg, prefill, prompt_groups
 from sparring.models import restore_weights
 from sparring.runlog import optimizer_from_files, optimizer_to_files
 from sparring.sampling import token_logprob
+from sparring.sft import sft_loss
 
 
 class RLConfig(BaseModel):
@@ -64,6 +65,14 @@ class RLConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward (less memory).")
     autocast_bf16: bool = Field(False, description="bf16 autocast for forward passes where the device supports it.")
+    anchor_coef: float = Field(
+        0.0,
+        ge=0,
+        description="gamma: weight of the supervised anchor (InstructGPT's PPO-ptx term), the mean -log p of the "
+        "player's anchor answers (the defender's: its warm-up answers to benign requests) added to every optimiser "
+        "step, so RL does not unlearn answering harmless requests; 0 = off.",
+    )
+    anchor_batch_size: int = Field(8, ge=1, description="Anchor (prompt, answer) pairs per optimiser step.")
 
 
 @dataclass
@@ -157,6 +166,7 @@ class Player:
             rl.AdaptiveKLController(config.kl_coef, config.kl_target) if config.kl_target is not None else None
         )
         self.kl_coef = config.kl_coef
+        self.anchor: list[tuple[str, str]] = []  # (chat-formatted prompt, answer) pairs for config.anchor_coef
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(model, "enable_input_require_grads"):
@@ -340,6 +350,10 @@ class Player:
             self.critic.train()
         totals: dict[str, float] = {}
         n_steps = 0
+        anchored = cfg.anchor_coef > 0 and bool(self.anchor)
+        anchor_rng = None
+        if anchored:  # its own generator, seeded from the step's: the anchor leaves the shuffles as they were
+            anchor_rng = torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
         # Shuffle whole groups, so the samples of one prompt land in one micro-batch and share its pass.
         group = batch.group_size if len(batch) % batch.group_size == 0 else 1
         for _ in range(cfg.epochs):
@@ -347,7 +361,7 @@ class Player:
             order = (order[:, None] * group + torch.arange(group)).flatten()
             for mb_start in range(0, len(batch), cfg.minibatch_size):
                 idx = order[mb_start : mb_start + cfg.minibatch_size]
-                stats = self._minibatch_step(batch, advantages, returns, idx)
+                stats = self._minibatch_step(batch, advantages, returns, idx, anchor_rng)
                 if stats is None:
                     return UpdateStats(skipped=True, extra={"skip_reason": "non-finite gradient"})
                 for key, value in stats.items():
@@ -378,11 +392,13 @@ class Player:
             lr=self.scheduler.get_last_lr()[0],
             mean_score=float(batch.scores.mean()),
             tokens_per_s=cfg.epochs * float(mask.sum()) / max(elapsed, 1e-9),
+            extra={"anchor_loss": means["anchor_loss"]} if "anchor_loss" in means else {},
         )
 
     def _minibatch_step(
-        self, batch: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor | None, idx: torch.Tensor
-    ) -> dict[str, float] | None:
+        self, batch: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor | None, idx: torch.Tensor,
+        anchor_rng: torch.Generator | None = None,
+    ) -> dict[str, float] | None:  # fmt: skip
         cfg = self.config
         total_tokens = batch.response_mask[idx].sum().clamp(min=1).float()
         sums = {
@@ -415,6 +431,12 @@ class Player:
             sums["clip_frac"] += float(clipped.sum() / total_tokens)
             sums["approx_kl"] += float(approx_kl.sum() / total_tokens)
             sums["entropy"] += float((entropy.detach() * mask).sum() / total_tokens)
+        if anchor_rng is not None:  # loss += gamma * E_anchor[-log p(answer | prompt)] (PPO-ptx)
+            picks = torch.randint(len(self.anchor), (cfg.anchor_batch_size,), generator=anchor_rng).tolist()
+            with self._autocast():
+                anchor_loss = sft_loss(self.model, self.tokenizer, [self.anchor[i] for i in picks])
+            (cfg.anchor_coef * anchor_loss).backward()
+            sums["anchor_loss"] = float(anchor_loss.detach())
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.dist.average_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)

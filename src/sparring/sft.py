@@ -12,6 +12,35 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
+def sft_batch(
+    tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(chat-formatted prompt, target) pairs as one left-padded batch: ids, attention mask, position ids and
+    labels (-100 outside the targets, so the loss is -log p(target | prompt) alone)."""
+    eos = tokenizer.eos_token or ""
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in pairs]
+    target_ids = [tokenizer(t + eos, add_special_tokens=False)["input_ids"] for _, t in pairs]
+    width = max(len(p) + len(t) for p, t in zip(prompt_ids, target_ids, strict=True))
+    ids = torch.full((len(pairs), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for row, (p, t) in enumerate(zip(prompt_ids, target_ids, strict=True)):
+        seq = p + t
+        start = width - len(seq)  # left padding, as in generation
+        ids[row, start:] = torch.tensor(seq)
+        mask[row, start:] = 1
+        labels[row, start + len(p) :] = torch.tensor(t)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions, labels
+
+
+def sft_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]) -> torch.Tensor:
+    """Mean -log p(target token | prompt, earlier target tokens) over the pairs' target tokens."""
+    device = next(model.parameters()).device
+    ids, mask, positions, labels = (t.to(device) for t in sft_batch(tokenizer, pairs))
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, labels=labels, use_cache=False).loss
+
+
 def sft(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -27,36 +56,14 @@ def sft(
     rng = random.Random(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), eps=1e-6)
-    device = next(model.parameters()).device
-    eos = tokenizer.eos_token or ""
     losses = []
     model.train()
     for _ in range(steps):
-        batch = rng.sample(pairs, min(batch_size, len(pairs)))
-        prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in batch]
-        target_ids = [tokenizer(t + eos, add_special_tokens=False)["input_ids"] for _, t in batch]
-        width = max(len(p) + len(t) for p, t in zip(prompt_ids, target_ids, strict=True))
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
-        for row, (p, t) in enumerate(zip(prompt_ids, target_ids, strict=True)):
-            seq = p + t
-            start = width - len(seq)  # left padding, as in generation
-            ids[row, start:] = torch.tensor(seq)
-            mask[row, start:] = 1
-            labels[row, start + len(p) :] = torch.tensor(t)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            labels=labels.to(device),
-            use_cache=False,
-        )
+        loss = sft_loss(model, tokenizer, rng.sample(pairs, min(batch_size, len(pairs))))
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        losses.append(float(out.loss.detach()))
+        losses.append(float(loss.detach()))
     model.eval()
     return losses

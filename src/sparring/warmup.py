@@ -14,26 +14,30 @@ from sparring.judges.refusal import refusal_score
 from sparring.models import chat_prompt
 
 
-def defender_pairs(defender, tokenizer, seeds: list[str], benign: list[str], cfg, rng: random.Random) -> list:
-    """(prompt, target) pairs: a project refusal for each sampled harmful seed and, ``warmup.benign_ratio``
-    per refusal, the defender's own greedy answer to a benign request -- only real answers."""
+def defender_pairs(
+    defender, tokenizer, seeds: list[str], benign: list[str], cfg, rng: random.Random
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(prompt, target) pairs, as (refusals, answers): a project refusal for each sampled harmful seed and,
+    ``warmup.benign_ratio`` per refusal, the defender's own greedy answer to a benign request -- only real
+    answers. The answers are also the defender's RL anchor (``rl.anchor_coef``)."""
     w, system = cfg.warmup, cfg.defender.system_prompt
     refusals = data_sources.project_refusals()
     harmful = rng.sample(seeds, min(len(seeds), w.batch_size * w.defender_steps))
     pairs = [(chat_prompt(tokenizer, s, system), rng.choice(refusals)) for s in harmful]
     wanted = round(w.benign_ratio * len(pairs))
+    answers: list[tuple[str, str]] = []
     chosen = rng.sample(benign, min(len(benign), wanted)) if benign else []
     if chosen:
         greedy = cfg.defender.sampling.model_copy(update={"temperature": 0.0})
         own = generate(defender, tokenizer, [chat_prompt(tokenizer, b, system) for b in chosen], greedy).texts
         # only real answers: a refusal, or a hollow opener ("I can help with that." and nothing after
         # it), would teach the defender to refuse the harmless question it was asked
-        pairs += [
+        answers = [
             (chat_prompt(tokenizer, b, system), a)
             for b, a in zip(chosen, own, strict=True)
-            if len(a.split()) >= 8 and refusal_score(a) < 0.5
+            if len(a.split()) >= w.min_answer_words and refusal_score(a) < 0.5
         ]
-    return pairs
+    return pairs, answers
 
 
 def attacker_pairs(
