@@ -144,3 +144,14 @@ def test_bundled_sets_join_with_plus_and_the_default_seeds_skip_private_fact_que
     assert "Is Tencent involved in any ongoing lawsuits?" not in harm
     with pytest.raises(SparringError, match="unknown bundled prompt set"):
         load_prompt_set("bundled:do-not-answer-harm+bundled:nope")
+
+
+@pytest.mark.parametrize(
+    "override", ["warmup.defender_steps=0", "data.benign_per_step=0", "warmup.benign_ratio=0"]
+)
+def test_an_anchor_without_warm_up_answers_is_a_named_error(override):
+    from sparring.config import load_config
+
+    assert load_config(None, ["defender.rl.anchor_coef=0.3"]).defender.rl.anchor_coef == 0.3
+    with pytest.raises(SparringError, match="anchor_coef needs the warm-up's answers"):
+        load_config(None, ["defender.rl.anchor_coef=0.3", override])

@@ -253,6 +253,27 @@ class GameConfig(_Strict):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
+    @model_validator(mode="after")
+    def _anchor_has_answers(self) -> GameConfig:
+        """The defender's anchor is its warm-up's answers to benign requests: without that warm-up it has none."""
+        if self.defender.rl.anchor_coef > 0:
+            missing = [
+                reason
+                for reason, absent in (
+                    ("warmup.defender_steps is 0", self.warmup.defender_steps == 0),
+                    ("defender.init_from skips the warm-up", self.defender.init_from is not None),
+                    ("data.benign_per_step is 0 (no benign requests)", self.data.benign_per_step == 0),
+                    ("warmup.benign_ratio is 0", self.warmup.benign_ratio == 0),
+                )
+                if absent
+            ]
+            if missing:
+                raise ValueError(
+                    f"defender.rl.anchor_coef needs the warm-up's answers to benign requests, but {missing[0]}; "
+                    "set defender.rl.anchor_coef=0 or run the defender's warm-up"
+                )
+        return self
+
     def stage(self, step: int) -> Literal["defender", "attacker"]:
         """Which player updates at ``step`` (0-based): D defender steps, A attacker steps, repeated."""
         if self.mode in ("rlhf", "defend"):
