@@ -214,7 +214,7 @@ def test_minibatches_hold_whole_groups(monkeypatch):
     prompts = [chat_prompt(loaded.tokenizer, q) for q in "abcd" for _ in range(3)]
     gen = generate(loaded.model, loaded.tokenizer, prompts, SamplingConfig(max_new_tokens=3), seed=0)
     seen: list[list[int]] = []
-    monkeypatch.setattr(player, "_minibatch_step", lambda batch, adv, ret, idx: seen.append(idx.tolist()) or {})
+    monkeypatch.setattr(player, "_minibatch_step", lambda batch, adv, ret, idx, *_: seen.append(idx.tolist()) or {})
     player.update(player.make_batch(gen, torch.arange(12.0), group_size=3), torch.Generator().manual_seed(1))
     assert sorted(i for idx in seen for i in idx) == list(range(12))
     assert all({i // 3 for i in idx} == {idx[0] // 3, idx[3] // 3} and len(idx) == 6 for idx in seen)
@@ -234,10 +234,12 @@ def test_the_anchor_teaches_its_answers_and_nothing_without_it(coef):
     prompts = [chat_prompt(tok, f"prompt {i}") for i in range(4)]
     gen = generate(player.model, tok, [p for p in prompts for _ in range(2)], SamplingConfig(max_new_tokens=4), seed=0)
     batch = player.make_batch(gen, torch.ones(8), group_size=2)
-    before = float(sft_loss(player.model, tok, player.anchor))
+    with torch.no_grad():
+        before = float(sft_loss(player.model, tok, player.anchor))
     weights = {k: v.clone() for k, v in player.trainable_state().items()}
     stats = [player.update(batch, torch.Generator().manual_seed(0)) for _ in range(5)][-1]
-    after = float(sft_loss(player.model, tok, player.anchor))
+    with torch.no_grad():
+        after = float(sft_loss(player.model, tok, player.anchor))
     if coef:
         assert after < before - 0.1 and stats.extra["anchor_loss"] > 0
     else:
