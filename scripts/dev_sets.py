@@ -13,7 +13,6 @@ Then: ``sparring eval -d RUN --harmful OUT/harmbench.txt --harmful OUT/advbench.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
@@ -35,24 +34,20 @@ def main() -> None:
     harmful, benign = held_out_sets(base, args.eval_size)
     reported = set(harmful["harmful"]) | {p for ps in benign.values() for p in ps}
     training = set(load_prompt_set(base.data.harmful_seeds)) | set(load_prompt_set(base.data.benign))
+    excluded = reported | training
     sources = {
         "harmbench": base.data.eval_harmful,
         "advbench": "bundled:advbench",
         "edgy": base.data.eval_benign,
         "ordinary": base.data.eval_ordinary or "bundled:ordinary",
+        "alpaca": str(args.alpaca),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for name, spec in sources.items():
-        pool = [p for p in load_prompt_set(spec) if p not in reported and p not in training]
+        pool = [p for p in dict.fromkeys(load_prompt_set(spec)) if p not in excluded and "\n" not in p]
         chosen = random.Random(f"dev/{name}").sample(pool, min(args.size, len(pool)))
         (args.out / f"{name}.txt").write_text("\n".join(chosen) + "\n", encoding="utf-8")
         print(f"{name}: {len(chosen)} of {len(pool)} unreported prompts")
-    rows = json.loads(args.alpaca.read_text(encoding="utf-8"))
-    pool = [r["instruction"] if isinstance(r, dict) else str(r) for r in rows]
-    pool = [p for p in dict.fromkeys(pool) if p not in reported and p not in training and "\n" not in p]
-    chosen = random.Random("dev/alpaca").sample(pool, min(args.size, len(pool)))
-    (args.out / "alpaca.txt").write_text("\n".join(chosen) + "\n", encoding="utf-8")
-    print(f"alpaca: {len(chosen)} of {len(pool)} ({args.alpaca.name})")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sparring.config import JudgeConfig
 from sparring.experiments import markdown, measures, summarise_outcomes
 from sparring.judges.refusal import is_refusal
 
@@ -35,7 +36,7 @@ def main() -> None:
         grouped.setdefault(row["defender"], {}).setdefault(row["seed"], []).append(row)
     seeds = tuple(old["seeds"])
     outcomes = {
-        name: {seed: measures(answers, old["judge"], 0.5) for seed, answers in by_seed.items()}
+        name: {seed: measures(answers, old["judge"], JudgeConfig().threshold) for seed, answers in by_seed.items()}
         for name, by_seed in grouped.items()
     }
     result = {**old, **summarise_outcomes(outcomes, seeds)}

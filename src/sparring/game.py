@@ -50,6 +50,7 @@ from sparring.runlog import (
     Tracker,
     atomic_write,
     check_writable,
+    read_jsonl,
 )
 from sparring.runs import frozen_start, player_model, release_memory, summarise
 from sparring.sft import sft
@@ -207,7 +208,7 @@ class Game:
         player = Player(model, tokenizer, settings.rl, settings.sampling.temperature, critic=critic, dist=self.dist)
         anchor = self.run_dir / "warmup" / role / ANCHOR_FILE
         if anchor.exists():
-            player.anchor = [(r["prompt"], r["answer"]) for r in map(json.loads, anchor.read_text().splitlines())]
+            player.anchor = [(r["prompt"], r["answer"]) for r in read_jsonl(anchor)]
         return player
 
     def _rebase(self, role: str) -> None:

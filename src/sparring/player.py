@@ -350,9 +350,8 @@ class Player:
             self.critic.train()
         totals: dict[str, float] = {}
         n_steps = 0
-        anchored = cfg.anchor_coef > 0 and bool(self.anchor)
         anchor_rng = None
-        if anchored:  # its own generator, seeded from the step's: the anchor leaves the shuffles as they were
+        if cfg.anchor_coef > 0 and self.anchor:  # its own generator, seeded from the step's: shuffles stay as they were
             anchor_rng = torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
         # Shuffle whole groups, so the samples of one prompt land in one micro-batch and share its pass.
         group = batch.group_size if len(batch) % batch.group_size == 0 else 1
