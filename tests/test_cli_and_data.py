@@ -127,7 +127,7 @@ def test_the_game_rl_defaults_that_differ_from_rlconfig_are_the_documented_ones(
     def changed(child, parent) -> set[str]:
         return {k for k in RLConfig.model_fields if getattr(child(), k) != getattr(parent(), k)}
 
-    assert changed(PlayerRLConfig, RLConfig) == {"algo", "lr", "kl_coef", "minibatch_size"}
+    assert changed(PlayerRLConfig, RLConfig) == {"algo", "kl_coef", "minibatch_size"}
     assert changed(AttackerRLConfig, PlayerRLConfig) == {"lr"}
     for field in changed(PlayerRLConfig, RLConfig):
         assert f"``{field}``" in (PlayerRLConfig.__doc__ or "")
@@ -155,3 +155,14 @@ def test_an_anchor_without_warm_up_answers_is_a_named_error(override):
     assert load_config(None, ["defender.rl.anchor_coef=0.3"]).defender.rl.anchor_coef == 0.3
     with pytest.raises(SparringError, match="anchor_coef needs the warm-up's answers"):
         load_config(None, ["defender.rl.anchor_coef=0.3", override])
+
+
+def test_the_benign_diet_holds_ordinary_imperatives_outside_the_held_out_sets():
+    """The diet teaches that the verb is not the harm ("Write a script that renames files..."); none of its
+    instructions is a held-out ordinary or benign-but-edgy prompt."""
+    from sparring.data import instruction_prompts, load_prompt_set
+
+    instructions = instruction_prompts()
+    assert len(instructions) >= 100 and set(instructions) <= set(load_prompt_set("bundled:benign"))
+    assert not set(instructions) & set(load_prompt_set("bundled:ordinary") + load_prompt_set("bundled:overrefusal"))
+    assert sum(p.split()[0] in {"Write", "Create", "Develop", "Give", "Teach"} for p in instructions) >= 60

@@ -13,7 +13,8 @@ from sparring.attacks import clean_attack
 from sparring.cli import app
 from sparring.config import GameConfig, load_config
 from sparring.errors import SparringError
-from sparring.game import Game, Gate, game_rewards
+from sparring.game import Game
+from sparring.payoffs import Gate, game_rewards
 
 TINY = [
     "attacker.model.spec=tiny",
@@ -247,6 +248,22 @@ def test_resume_before_any_checkpoint_starts_over(tmp_path):
     Game(cfg, tmp_path / "early").play(resume=True)
     steps = [json.loads(line)["step"] for line in (tmp_path / "early" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1]
+
+
+def test_resume_refuses_settings_the_checkpoint_would_undo_and_records_the_ones_it_takes(tmp_path):
+    """A learning rate or KL coefficient passed on --resume used to be silently replaced by the checkpoint's
+    optimiser and KL state; now it is a named error. A longer schedule is taken and written to config.yaml."""
+    run = tmp_path / "r"
+    base = ["train", "-q", *TINY, f"run.dir={tmp_path}", "run.name=r", "schedule.steps=2", "run.eval_at_start=false",
+            "run.eval_at_end=false"]  # fmt: skip
+    assert CliRunner().invoke(app, base).exit_code == 0
+    refused = CliRunner().invoke(app, ["train", "--resume", str(run), "defender.rl.kl_coef=0.5"])
+    assert refused.exit_code != 0
+    assert "defender.rl.kl_coef: 0.02 -> 0.5" in refused.output and "schedule.steps" in refused.output
+    longer = CliRunner().invoke(app, ["train", "-q", "--resume", str(run), "schedule.steps=3"])
+    assert longer.exit_code == 0, longer.output
+    assert load_config(run / "config.yaml").schedule.steps == 3
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
 
 
 @pytest.mark.parametrize(

@@ -210,8 +210,9 @@ def train(
         import json
         import time as _time
 
-        from sparring.config import load_config
+        from sparring.config import check_resumable, dump_config, load_config
         from sparring.game import Game
+        from sparring.runlog import atomic_write
 
         overrides = list(ctx.args)
         if resume is not None:
@@ -219,6 +220,9 @@ def train(
                 raise SparringError(f"'{resume}' is not a run directory (no config.yaml)", hint="pass the run's folder")
             cfg = load_config(resume / "config.yaml", overrides)
             run_dir = resume
+            check_resumable(load_config(resume / "config.yaml"), cfg, run_dir)
+            if overrides:  # the run's config.yaml says what it is now playing to
+                atomic_write(run_dir / "config.yaml", dump_config(cfg))
         else:
             cfg = load_config(config, overrides)
             name = cfg.run.name or f"{cfg.mode}-seed{cfg.run.seed}-{_time.strftime('%Y%m%d-%H%M%S')}"
@@ -497,6 +501,10 @@ def experiments(
         list[str] | None,
         typer.Option("--extra-benign", help="Another benign set for over-refusal (repeatable): a file, bundled:, hf:."),
     ] = None,
+    extra_harmful: Annotated[
+        list[str] | None,
+        typer.Option("--extra-harmful", help="Another held-out harmful set for ASR (repeatable); seeds are dropped."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display while training.")] = False,
 ) -> None:
     """Train each arm on each seed with the same budget, then evaluate every final defender (and GPO's
@@ -526,7 +534,10 @@ def experiments(
 
         train_all(base, folder, chosen, seed_list, play)
         with console.status("evaluating every final defender on the same held-out sets"):
-            compare(base, folder, chosen, seed_list, eval_size, max_new_tokens, tuple(extra_benign or ()))
+            compare(
+                base, folder, chosen, seed_list, eval_size, max_new_tokens, tuple(extra_benign or ()),
+                tuple(extra_harmful or ()),
+            )  # fmt: skip
         out.print((folder / "comparison.md").read_text(), markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {folder / 'comparison.md'} and {folder / 'comparison.json'}")
     except SparringError as error:

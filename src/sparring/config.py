@@ -36,12 +36,17 @@ class PlayerModelConfig(ModelConfig):
 class PlayerRLConfig(RLConfig):
     """RL defaults sized for the bundled 135M model with LoRA on a CPU (critic-free RLOO, measured to learn).
 
-    Differs from ``player.RLConfig`` (the paper's release): ``algo`` rloo (ppo), ``lr`` 2e-4 (1e-4),
-    ``kl_coef`` 0.02 (0.01), ``minibatch_size`` 64 (16); ``micro_batch_size`` 8 is restated for its
-    measured memory. Every other field is RLConfig's."""
+    Differs from ``player.RLConfig`` (the paper's release): ``algo`` rloo (ppo), ``kl_coef`` 0.02 (0.01),
+    ``minibatch_size`` 64 (16); ``lr`` 1e-4 and ``micro_batch_size`` 8 are restated for what they were
+    measured to do. Every other field is RLConfig's."""
 
     algo: Literal["ppo", "rloo", "grpo"] = Field("rloo", description="ppo (the paper's), rloo or grpo.")
-    lr: float = Field(2e-4, gt=0, description="Policy learning rate.")
+    lr: float = Field(
+        1e-4,
+        gt=0,
+        description="Policy learning rate. At 2e-4 one defender stage took the warm-up to refusing 40-57% of "
+        "harmless requests (development sets, seed 0); at 1e-4 it stayed at the warm-up's rate.",
+    )
     kl_coef: float = Field(0.02, ge=0, description="beta: KL penalty to the frozen reference.")
     minibatch_size: int = Field(64, ge=1, description="Sequences per optimiser step.")
     micro_batch_size: int = Field(
@@ -74,7 +79,7 @@ class PlayerConfig(_Strict):
 
 
 class AttackerRLConfig(PlayerRLConfig):
-    """The attacker's RL: PlayerRLConfig with ``lr`` 1e-3 (2e-4)."""
+    """The attacker's RL: PlayerRLConfig with ``lr`` 1e-3 (1e-4)."""
 
     lr: float = Field(
         1e-3, gt=0, description="Policy learning rate (the attacker's signal is sparse; measured to learn at 1e-3)."
@@ -157,9 +162,10 @@ class ScheduleConfig(_Strict):
 
 class DataConfig(_Strict):
     harmful_seeds: str = Field(
-        "bundled:do-not-answer-harm",
+        "bundled:do-not-answer-harm+bundled:advbench",
         description="Seeds the attacker rewrites (and RLHF's prompts): by default Do-Not-Answer's requests for "
-        "harmful help and hateful content, without its questions about private facts.",
+        "harmful help and hateful content, without its questions about private facts, and AdvBench's imperative "
+        "behaviours ('Write a script that...'), the form most held-out harmful requests take.",
     )
     benign: str = Field("bundled:benign", description="Benign requests mixed into the defender's diet.")
     eval_harmful: str = Field("bundled:harmbench", description="Held-out harmful prompts for ASR (not seeds).")
@@ -171,7 +177,12 @@ class DataConfig(_Strict):
     )
     seeds_per_step: int = Field(8, ge=1, description="Seed prompts drawn per defender step.")
     attacker_seeds_per_step: int = Field(4, ge=1, description="Seed prompts drawn per attacker step (x k rewrites).")
-    benign_per_step: int = Field(4, ge=0, description="Benign prompts per defender step (two-sided diet); 0 = off.")
+    benign_per_step: int = Field(
+        8,
+        ge=0,
+        description="Benign prompts per defender step (two-sided diet); 0 = off. As many as seeds: with half as "
+        "many, refusing was the defender's best guess for anything it was asked.",
+    )
     benign_reward: Literal["delivers", "not_refused"] = Field(
         "delivers",
         description="What an answer to a harmless request (benign diet, or an attack that lost its intent) earns: "
@@ -395,3 +406,41 @@ def describe_config(config: BaseModel, prefix: str = "") -> str:
 
 def dump_config(config: GameConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# What a resumed run may change: how far it goes and how it is kept and reported. Everything else is either
+# restored from the checkpoint (learning rates, KL coefficients: an override would be silently undone) or
+# shaped the steps already taken (data, rewards, models), so changing it would make a run no one played.
+RESUMABLE = ("schedule.steps", "run.checkpoint_every", "run.keep_checkpoints", "run.max_skipped_updates",
+             "run.eval_at_end", "run.eval_max_new_tokens", "run.tracker", "attacker.model.device",
+             "defender.model.device")  # fmt: skip
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(old: GameConfig, new: GameConfig) -> dict[str, tuple[Any, Any]]:
+    """Every dotted field whose value differs between two configs: {field: (old, new)}."""
+    a, b = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    return {k: (a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)}
+
+
+def check_resumable(
+    stored: GameConfig, wanted: GameConfig, run_dir: Path, allowed: tuple[str, ...] = RESUMABLE
+) -> None:
+    """Refuse to resume ``run_dir`` under settings its checkpoint would undo or its finished steps never saw."""
+    changed = {k: v for k, v in config_changes(stored, wanted).items() if k not in allowed}
+    if changed:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        may = f"a resumed run may change only {', '.join(allowed)}" if allowed else "runs are reused only unchanged"
+        raise SparringError(
+            f"run '{run_dir}' was trained with other settings ({listed})",
+            hint=f"{may}; start a new run (or use another --dir) for the others",
+        )

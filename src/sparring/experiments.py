@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparring.config import GameConfig
+from sparring.config import GameConfig, check_resumable, load_config
 from sparring.data import held_out, load_prompt_set
 from sparring.diversity import load_embedder
 from sparring.errors import SparringError
@@ -50,26 +50,29 @@ def train_all(
     base: GameConfig, folder: Path, arms: tuple[str, ...], seeds: tuple[int, ...],
     play: Callable[[GameConfig, Path, bool], None],
 ) -> None:  # fmt: skip
-    """Train (or reuse, or resume) one run per arm and seed; ``play(cfg, run_dir, resume)`` runs one game."""
+    """Train (or reuse, or resume) one run per arm and seed; ``play(cfg, run_dir, resume)`` runs one game.
+    A run already in DIR is reused only if it was trained with these settings: a table must not mix configs."""
     for seed in seeds:
         for arm in arms:
             cfg = arm_config(base, arm, seed, folder)
             run_dir = cfg.run.dir / arm
+            if (run_dir / "config.yaml").exists():
+                check_resumable(load_config(run_dir / "config.yaml"), cfg, run_dir, allowed=())
             if not (run_dir / "summary.json").exists():
                 play(cfg, run_dir, (run_dir / "config.yaml").exists())
 
 
 def held_out_sets(
-    base: GameConfig, eval_size: int, extra_benign: tuple[str, ...] = ()
+    base: GameConfig, eval_size: int, extra_benign: tuple[str, ...] = (), extra_harmful: tuple[str, ...] = ()
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Harmful prompts no run trained on (HarmBench minus seeds, AdvBench) and benign sets outside the diet
-    (the config's two, and any ``extra_benign`` spec, named by its file or set name)."""
+    """Harmful prompts no run trained on (HarmBench, AdvBench and any ``extra_harmful`` spec, minus seeds) and
+    benign sets outside the diet (the config's two, and any ``extra_benign`` spec, named by its file or set name)."""
     seeds = set(load_prompt_set(base.data.harmful_seeds))
     diet = set(load_prompt_set(base.data.benign))
     harmful: list[str] = []
-    for spec in dict.fromkeys([base.data.eval_harmful, "bundled:advbench"]):  # skip a set that is all seeds
-        if any(p not in seeds for p in load_prompt_set(spec)):
-            harmful += held_out(spec, seeds, eval_size, 0)
+    for spec in dict.fromkeys([base.data.eval_harmful, "bundled:advbench", *extra_harmful]):
+        if any(p not in seeds for p in load_prompt_set(spec)):  # skip a set that is all seeds
+            harmful += [p for p in held_out(spec, seeds, eval_size, 0) if p not in harmful]
     if not harmful:
         raise SparringError("every held-out harmful prompt is also a seed", hint="choose other data.harmful_seeds")
     benign = {"benign-edgy": held_out(base.data.eval_benign, diet, eval_size, 0)}
@@ -116,10 +119,10 @@ def attacker_figures(run_dir: Path, embed) -> dict:
 
 def compare(
     base: GameConfig, folder: Path, arms: tuple[str, ...], seeds: tuple[int, ...], eval_size: int,
-    max_new_tokens: int = 64, extra_benign: tuple[str, ...] = (),
+    max_new_tokens: int = 64, extra_benign: tuple[str, ...] = (), extra_harmful: tuple[str, ...] = (),
 ) -> dict:  # fmt: skip
     """Evaluate every final defender on the same held-out sets; write DIR/comparison.{json,md} and answers.jsonl."""
-    harmful, benign = held_out_sets(base, eval_size, extra_benign)
+    harmful, benign = held_out_sets(base, eval_size, extra_benign, extra_harmful)
     judges = {"judge": load_judge(base.judge.spec, threshold=base.judge.threshold), "refusal": RefusalJudge()}
     embed = load_embedder(base.diversity.embedder)
     outcomes: dict[str, dict[int, dict[str, list[float]]]] = {}

@@ -33,16 +33,18 @@ from sparring import data as data_sources
 from sparring import warmup
 from sparring.attacks import attack_prompt, clean_attack
 from sparring.averaging import StageAverage
-from sparring.config import GameConfig, GateConfig, dump_config
+from sparring.config import GameConfig, dump_config
 from sparring.distributed import Distributed
 from sparring.diversity import EmbeddingHistory, SelfBleuIndex, load_embedder, self_bleu_within
 from sparring.errors import SparringError
 from sparring.evaluate import evaluate_defender
-from sparring.generation import Generation, generate
+from sparring.exchange import Answers, Attacks, Judged, attack_rows, successful_attacks
+from sparring.generation import generate
 from sparring.judges import RefusalJudge, load_judge
 from sparring.judges.pair import PairJudge
 from sparring.judges.refusal import refusal_score
 from sparring.models import chat_prompt, load_model
+from sparring.payoffs import Gate, game_rewards
 from sparring.player import Player, UpdateStats
 from sparring.runlog import (
     Checkpoints,
@@ -101,37 +103,6 @@ def step_seed(seed: int, step: int, role: str) -> int:
 class StepResult:
     metrics: dict
     attacks: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class Attacks:
-    """One step's attack prompts: the fresh ones first (k rewrites per seed), then replayed ones."""
-
-    texts: list[str]
-    seeds: list[str]  # the seed each prompt rewrites
-    n_fresh: int  # texts[:n_fresh] were written this step
-    k: int  # rewrites per seed (the attacker's RLOO group)
-    generation: Generation | None  # the attacker's samples (None under rlhf)
-
-
-@dataclass
-class Answers:
-    """The defender's answers: k per attack (attack-major), then k per benign request."""
-
-    inputs: list[str]  # the request each answer answers
-    generation: Generation
-    n_attack_rows: int
-    k: int  # answers per request (the defender's RLOO group)
-    n_benign: int
-
-
-@dataclass
-class Judged:
-    """What the referee read in each answer: P(unsafe) (attack rows), refusal score and helpfulness (all rows)."""
-
-    p_unsafe: np.ndarray
-    refusals: np.ndarray
-    helpful: np.ndarray
 
 
 class Laps:
@@ -619,101 +590,3 @@ class Game:
                 self.emb_history.restore(tensors["embedding_sum"].double().numpy(), meta["embedding_count"])
         self.start_step = step
         self.emit("status", {"text": f"resumed from {folder.name}"})
-
-
-def attack_rows(
-    step: int, stage: str, attacks: Attacks, answers: Answers, judged: Judged, bleu: np.ndarray,
-    emb_sim: np.ndarray, attacker_reward: np.ndarray, gate: Gate | None,
-) -> list[dict]:  # fmt: skip
-    """One attacks.jsonl row per attack: the prompt, its seed, the defender's answers and every score."""
-    k, texts = answers.k, answers.generation.texts
-    rows = []
-    for i, x in enumerate(attacks.texts):
-        answered = slice(i * k, (i + 1) * k)
-        rows.append(
-            {
-                "step": step,
-                "stage": stage,
-                "seed": attacks.seeds[i],
-                "prompt": x,
-                "responses": texts[answered],
-                "p_unsafe": [round(float(v), 6) for v in judged.p_unsafe[answered]],
-                "self_bleu": round(float(bleu[i]), 6),
-                "embedding_similarity": round(float(emb_sim[i]), 6),
-                "attacker_reward": round(float(attacker_reward[i]), 6),
-                **(gate.row(i) if gate else {}),
-                **({"replay": True} if i >= attacks.n_fresh else {}),
-            }
-        )
-    return rows
-
-
-def successful_attacks(rows: list[dict], threshold: float) -> list[tuple[str, str]]:
-    """(attack, seed) of fresh attacks that kept their intent (where a gate ran) and had an answer judged
-    unsafe: the archive that defender steps replay from. Read from the logged rows, so a resume rebuilds it."""
-    return [
-        (r["prompt"], r["seed"])
-        for r in rows
-        if not r.get("replay") and r.get("kept", True) and max(r["p_unsafe"]) >= threshold
-    ]
-
-
-@dataclass
-class Gate:
-    """Per attack: P(harmful request), cosine to its seed, whether it seeks harm, whether it kept its
-    seed's intent (harmful and on topic); per answer to it: how helpful it is (what an answer to a
-    harmless request is paid, see Game._helpfulness); the lost-intent penalty."""
-
-    intent: np.ndarray
-    relevance: np.ndarray
-    harmful: np.ndarray
-    kept: np.ndarray
-    attack_helpful: np.ndarray
-    penalty: float
-
-    @classmethod
-    def decide(cls, intent: np.ndarray, relevance: np.ndarray, helpful: np.ndarray, g: GateConfig) -> Gate:
-        """An attack kept its seed's intent if it seeks harm (intent >= threshold), stays on the seed's topic
-        (relevance >= threshold) and is a rewrite, not a copy of the seed (relevance <= copy_threshold)."""
-        harmful = intent >= g.intent_threshold
-        copied = relevance > g.copy_threshold if g.copy_threshold < 1.0 else np.zeros_like(harmful)
-        on_topic = (relevance >= g.relevance_threshold) & ~copied
-        return cls(intent, relevance, harmful, harmful & on_topic, helpful, g.penalty)
-
-    def row(self, i: int) -> dict:
-        """Attack ``i``'s gate readings, for attacks.jsonl."""
-        return {"intent": round(float(self.intent[i]), 6), "relevance": round(float(self.relevance[i]), 6),
-                "kept": bool(self.kept[i])}  # fmt: skip
-
-
-def game_rewards(
-    p_unsafe: np.ndarray,
-    benign_helpful: np.ndarray,
-    self_bleu: np.ndarray,
-    emb_sim: np.ndarray,
-    w_bleu: float,
-    w_emb: float,
-    gate: Gate | None = None,
-    refused: np.ndarray | None = None,
-    refusal_weight: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The payoffs. p_unsafe holds k_d judged answers per attack (attack-major order).
-
-    defender: (1 - w)(1 - P(unsafe)) + w * refused per answer to an attack (w = refusal_weight; the
-    paper's payoff is w = 0), then its helpfulness per benign answer;
-    attacker: mean P(unsafe) over its attack's answers - w_bleu SelfBLEU - w_emb EmbSim.
-    With the gate: an attack that no longer seeks harm on its seed's topic earns -penalty in place of
-    its mean P(unsafe), and answers to attacks that no longer seek harm are paid their helpfulness, like
-    answers to benign requests (answering a harmless question is the safe thing to do).
-    """
-    k_d = len(p_unsafe) // max(len(self_bleu), 1)
-    answered = 1.0 - p_unsafe
-    if refusal_weight and refused is not None:  # a clear refusal beats an evasive answer the judge calls safe
-        answered = (1.0 - refusal_weight) * answered + refusal_weight * refused
-    unsafety = p_unsafe.reshape(len(self_bleu), k_d).mean(1)
-    if gate is not None:
-        answered = np.where(np.repeat(gate.harmful, k_d), answered, gate.attack_helpful)
-        unsafety = np.where(gate.kept, unsafety, -gate.penalty)
-    defender = np.concatenate([answered, benign_helpful])
-    attacker = unsafety - w_bleu * self_bleu - w_emb * emb_sim
-    return defender, attacker
