@@ -545,6 +545,30 @@ def experiments(
 
 
 @app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the Hugging Face model directory.")],
+    player: Annotated[str, typer.Option(help="defender or attacker.")] = "defender",
+    averaged: Annotated[bool, typer.Option(help="The defender averaged over its stage ends.")] = False,
+    adapter_only: Annotated[
+        bool, typer.Option(help="Only the LoRA adapter (runs without a warm-up); default: merged weights.")
+    ] = False,
+) -> None:
+    """Write a run's player as a plain Hugging Face directory (safetensors, tokenizer with chat template,
+    generation config, model card with the run's config and evaluation) that loads without sparring."""
+    try:
+        from sparring.export import export_player
+
+        if player not in ("defender", "attacker"):
+            raise SparringError(f"--player: '{player}' is not a player", hint="choose defender or attacker")
+        with console.status(f"exporting the {player} of {run_dir}"):
+            folder = export_player(run_dir, out, player, averaged, adapter_only)
+        console.print(f"wrote {folder}: AutoModelForCausalLM.from_pretrained('{folder}')", markup=False)
+    except SparringError as error:
+        _fail(error)
+
+
+@app.command()
 def report(
     runs: Annotated[list[Path], typer.Argument(help="One or more run directories.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file; default RUN/report.html.")] = None,
