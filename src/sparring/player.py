@@ -26,6 +26,7 @@ from sparring import rl
 from sparring.distributed import Distributed
 from sparring.generation import Generation, cache_kwarg, prefill, prompt_groups
 from sparring.models import restore_weights
+from sparring.precision import MasterWeights
 from sparring.runlog import optimizer_from_files, optimizer_to_files
 from sparring.sampling import token_logprob
 from sparring.sft import sft_loss
@@ -65,6 +66,11 @@ class RLConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward (less memory).")
     autocast_bf16: bool = Field(False, description="bf16 autocast for forward passes where the device supports it.")
+    master_weights: Literal["fp32", "none"] = Field(
+        "fp32",
+        description="Optimiser state and weights in fp32 for a player loaded in bf16/fp16 (precision.py): without "
+        "them a bf16 step at lr 5e-7 is rounded away for most weights. fp32 players are unaffected; none = off.",
+    )
     anchor_coef: float = Field(
         0.0,
         ge=0,
@@ -171,7 +177,11 @@ class Player:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.masters = (
+            MasterWeights(trainable) if config.master_weights == "fp32" and MasterWeights.needed(trainable) else None
+        )
+        groups = [{"params": self.masters.params_for_optimizer if self.masters else trainable, "lr": config.lr}]
         if self.value_head is not None:
             critic_params = list(self.critic.parameters()) if self.critic is not None else []
             groups.append({"params": [*critic_params, *self.value_head.parameters()], "lr": config.value_lr})
@@ -409,6 +419,8 @@ class Player:
             "entropy": 0.0,
         }
         self.optimizer.zero_grad(set_to_none=True)
+        if self.masters is not None:
+            self.model.zero_grad(set_to_none=True)
         for micro in idx.split(cfg.micro_batch_size):
             part = batch.select(micro)
             mask = part.response_mask.float()
@@ -436,16 +448,27 @@ class Player:
                 anchor_loss = sft_loss(self.model, self.tokenizer, [self.anchor[i] for i in picks])
             (cfg.anchor_coef * anchor_loss).backward()
             sums["anchor_loss"] = float(anchor_loss.detach())
+        self.dist.average_gradients(self._trained_params())
+        if self.masters is not None:  # low-precision gradients become fp32 ones on the masters
+            self.masters.take_grads()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        self.dist.average_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         if not math.isfinite(float(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.step()
+        if self.masters is not None:
+            self.masters.write_back()
         self.scheduler.step()
         sums["grad_norm"] = float(grad_norm)
         return sums
+
+    def _trained_params(self) -> list[torch.Tensor]:
+        """The model-side parameters whose gradients backward fills (the masters' twins, where there are masters)."""
+        if self.masters is None:
+            return [p for group in self.optimizer.param_groups for p in group["params"]]
+        rest = [p for group in self.optimizer.param_groups[1:] for p in group["params"]]
+        return [*self.masters.params, *rest]
 
     # ---------------------------------------------------------------------------------- state
 
@@ -459,6 +482,8 @@ class Player:
         if self.critic is not None:
             save_model(self.critic, str(folder / "critic.safetensors"))  # handles tied weights
         optimizer_to_files(self.optimizer, folder, "optimizer")
+        if self.masters is not None:
+            save_file(self.masters.state_dict(), str(folder / "master_weights.safetensors"))
         schedule = {
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
             "kl_coef": self.kl_coef,
@@ -474,6 +499,9 @@ class Player:
         if self.critic is not None:
             load_model(self.critic, str(folder / "critic.safetensors"))
         optimizer_from_files(self.optimizer, folder, "optimizer")
+        if self.masters is not None:
+            masters = folder / "master_weights.safetensors"
+            self.masters.load_state_dict(load_file(str(masters)) if masters.exists() else {})
         schedule = json.loads((folder / "state.json").read_text())
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **schedule["scheduler"]})
         self.kl_coef = schedule["kl_coef"]
