@@ -544,6 +544,50 @@ def experiments(
         _fail(error)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def plan(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default: the defaults).")] = None,
+    prompt_tokens: Annotated[int, typer.Option(min=1, help="Assumed prompt length in tokens.")] = 128,
+    memory: Annotated[
+        list[str] | None,
+        typer.Option("--memory", help="DEVICE=GiB to check against, e.g. cuda=80 (default: this machine's)."),
+    ] = None,
+) -> None:
+    """Memory per device for a config -- weights, optimiser, activations, KV cache, judge -- and whether
+    the run fits, before anything is loaded. Extra arguments are dotted overrides."""
+    try:
+        from rich.table import Table
+
+        from sparring import plan as planning
+        from sparring.config import load_config
+
+        cfg = load_config(config, list(ctx.args))
+        given: dict[str, int] = {}
+        for item in memory or []:
+            device, _, gib = item.partition("=")
+            try:
+                given[device] = int(float(gib) * 2**30)
+            except ValueError:
+                raise SparringError(f"--memory: '{item}' is not DEVICE=GiB", hint="e.g. --memory cuda=80") from None
+        lines = planning.plan(cfg, prompt_tokens)
+        table = Table(title=f"memory plan ({prompt_tokens}-token prompts)")
+        for column in ("device", "part", "GiB", "how"):
+            table.add_column(column, justify="right" if column == "GiB" else "left")
+        for line in lines:
+            part = line.part + (" (by phase)" if line.transient else "")
+            table.add_row(line.device, part, f"{line.bytes / 2**30:.2f}", line.how)
+        out.print(table)
+        for device, need in planning.totals(lines).items():
+            have = given.get(device, planning.available(device))
+            verdict = "unknown (no such device here; pass --memory)" if have is None else (
+                "fits" if need <= 0.9 * have else "does NOT fit")  # fmt: skip
+            have_text = "" if have is None else f" of {have / 2**30:.1f} GiB"
+            out.print(f"{device}: needs {need / 2**30:.2f} GiB{have_text} (resident + largest phase): {verdict}")
+    except SparringError as error:
+        _fail(error)
+
+
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],

@@ -199,11 +199,11 @@ def _parse_tiny(options: str) -> dict[str, int]:
     return values
 
 
-def tiny_model(options: str = "") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A randomly initialised Llama of a few layers; the same options give the same weights."""
+def tiny_config(options: str = "", tokenizer: PreTrainedTokenizerBase | None = None) -> LlamaConfig:
+    """The tiny Llama's shape (also what `sparring plan` counts)."""
     o = _parse_tiny(options)
-    tokenizer = byte_tokenizer()
-    config = LlamaConfig(
+    tokenizer = tokenizer or byte_tokenizer()
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=o["hidden"],
         intermediate_size=o["intermediate"],
@@ -216,8 +216,14 @@ def tiny_model(options: str = "") -> tuple[PreTrainedModel, PreTrainedTokenizerB
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def tiny_model(options: str = "") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A randomly initialised Llama of a few layers; the same options give the same weights."""
+    tokenizer = byte_tokenizer()
+    config = tiny_config(options, tokenizer)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(o["seed"])
+        torch.manual_seed(_parse_tiny(options)["seed"])
         model = LlamaForCausalLM(config)
     return model, tokenizer
 

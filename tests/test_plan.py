@@ -1,0 +1,51 @@
+"""`sparring plan`: memory arithmetic from shapes alone, checked against exact parameter counts."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from sparring.cli import app
+from sparring.config import load_config
+from sparring.plan import plan, shape, totals
+
+
+def _seven_b(tmp_path):
+    from transformers import LlamaConfig
+
+    folder = tmp_path / "llama-7b-shape"  # config.json only: plan never reads weights
+    LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                num_key_value_heads=32, vocab_size=32000).save_pretrained(folder)  # fmt: skip
+    return folder
+
+
+def test_shapes_count_parameters_exactly():
+    from sparring.models import load_model
+
+    tiny = load_model("tiny").model
+    s = shape("tiny", ranks=(4,))
+    assert s.params == sum(p.numel() for p in tiny.parameters())
+    lora = load_model("tiny").model
+    from sparring.models import LoraSettings, add_lora
+
+    adapted = add_lora(lora, LoraSettings(rank=4, alpha=8))
+    assert s.lora_params[4] == sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+    assert shape("bundled:smollm2-135m-instruct").params == 134_515_008  # SmolLM2-135M, tied embeddings
+
+
+def test_the_default_game_fits_this_machine_and_a_full_7b_pair_does_not_fit_one_gpu(tmp_path):
+    need = totals(plan(load_config(None, [])))
+    assert set(need) == {"cpu"} and 3 * 2**30 < need["cpu"] < 6 * 2**30  # measured peak RSS: under 5 GB
+    seven = _seven_b(tmp_path)
+    both = [f"{r}.model.{k}={v}" for r in ("attacker", "defender")
+            for k, v in (("spec", seven), ("device", "cuda"), ("dtype", "bf16"))]  # fmt: skip
+    full = plan(load_config(None, [*both, "attacker.model.lora=null", "defender.model.lora=null"]))
+    parts = {line.part: line.bytes for line in full}
+    assert parts["defender: weights"] == 6_738_415_616 * 2
+    assert parts["defender: fp32 master weights"] == 6_738_415_616 * 4  # bf16 full fine-tuning keeps masters
+    assert totals(full)["cuda"] > 200 * 2**30
+    result = CliRunner().invoke(app, ["plan", "--memory", "cuda=80", *both, "attacker.model.lora=null"])
+    assert result.exit_code == 0 and "does NOT fit" in result.output
+    lora = CliRunner().invoke(app, ["plan", "--memory", "cuda=80", *both])
+    assert lora.exit_code == 0 and "cuda: needs" in lora.output and "does NOT fit" not in lora.output
+    bad = CliRunner().invoke(app, ["plan", "--memory", "cuda:80"])
+    assert bad.exit_code != 0 and "DEVICE=GiB" in bad.output
