@@ -96,6 +96,11 @@ def test_paper_preset_validates():
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "paper-7b.yaml")
     assert cfg.defender.rl.algo == "ppo" and cfg.schedule.defender_steps == 400 and cfg.defender.rl.kl_coef == 0.01
+    # the release's game, not this project's additions: every attack paid, 1 - P(unsafe), no replay;
+    # an adversary batch of 8; answers judged whole (512 tokens); bf16 weights stepped through fp32 masters
+    assert not cfg.gate.enabled and cfg.data.refusal_weight == 0 and cfg.data.replay_fraction == 0
+    assert cfg.data.attacker_seeds_per_step * cfg.attacker.samples_per_prompt == 8
+    assert cfg.run.eval_max_new_tokens == 512 and cfg.defender.rl.master_weights == "fp32"
 
 
 def test_config_show_lists_every_field_with_its_description_and_changed_default():
