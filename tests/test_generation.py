@@ -159,6 +159,25 @@ def test_gpu_generation_benchmark_runs_on_a_tiny_shape(capsys):
     assert sum(line.startswith("check:") for line in lines) == 2
 
 
+def test_gpu_game_benchmark_runs_on_a_tiny_shape(capsys):
+    """benchmarks/gpu_game.py plays real game steps (tiny players and a tiny guard judge) here on the CPU and
+    reports every phase, tokens/s, MFU and peak memory; its figures are the game's own timings."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_game.py"
+    spec = importlib.util.spec_from_file_location("gpu_game", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--shape", "test", "--device", "cpu", "--steps", "2", "--new-tokens", "4"])
+    out = capsys.readouterr().out
+    for stage in ("defender", "attacker"):
+        figures = result[stage]
+        assert figures["step_s"] > 0 and figures["update_tokens_per_s"] > 0 and 0 < figures["update_mfu"] < 1
+        assert 0 < figures["generation_share"] < 1 and set(figures["phases_s"]) == set(module.PHASES)
+    assert "peak memory" in out and out.count("MFU") == 2
+
+
 def test_static_decoder_samples_the_nucleus_with_true_log_probs(tiny):
     """Sampling with top-p and a repetition penalty on the static-cache path: reproducible, and the
     reported log-probs are the policy's at its temperature (checked by a full forward pass)."""
