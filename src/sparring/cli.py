@@ -218,9 +218,10 @@ def train(
         if resume is not None:
             if not (resume / "config.yaml").exists():
                 raise SparringError(f"'{resume}' is not a run directory (no config.yaml)", hint="pass the run's folder")
+            stored = load_config(resume / "config.yaml")
             cfg = load_config(resume / "config.yaml", overrides)
             run_dir = resume
-            check_resumable(load_config(resume / "config.yaml"), cfg, run_dir)
+            check_resumable(stored, cfg, run_dir)
             if overrides:  # the run's config.yaml says what it is now playing to
                 atomic_write(run_dir / "config.yaml", dump_config(cfg))
         else:

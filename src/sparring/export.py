@@ -86,8 +86,7 @@ def export_player(run_dir: Path, out: Path, role: str = "defender", averaged: bo
             f"cannot export only the adapter: {why}", hint="drop --adapter-only to export merged weights"
         )
     loaded = load_run_player(run_dir, role, averaged=averaged)
-    out.mkdir(parents=True, exist_ok=True)
-    check_writable(out)
+    check_writable(out)  # creates it
     model = loaded.model
     if is_lora(model) and not adapter_only:
         model = model.merge_and_unload(adapter_names=[model.active_adapter])

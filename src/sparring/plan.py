@@ -146,7 +146,7 @@ def plan(cfg: GameConfig, prompt_tokens: int = 128) -> list[Line]:
     if spec.startswith("guard:") or spec.startswith("reward:"):
         target = spec.split(":", 1)[1].split("?", 1)[0]
         g = shape(target)
-        lines.append(Line("cpu" if not torch.cuda.is_available() else "cuda", f"judge {spec}", g.params * 4,
+        lines.append(Line(_device("auto"), f"judge {spec}", g.params * 4,
                           f"{g.params / 1e6:,.1f}M params x 4 B (loaded in fp32)"))  # fmt: skip
     elif spec in ("bundled", "bundled-v2", "bundled-v1"):
         lines.append(Line("cpu", "judge (bundled MiniLM)", MINILM_PARAMS * 4, "22.7M params x 4 B"))
