@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typer.testing import CliRunner
 
 from sparring.cli import app
@@ -49,3 +51,19 @@ def test_the_default_game_fits_this_machine_and_a_full_7b_pair_does_not_fit_one_
     assert lora.exit_code == 0 and "cuda: needs" in lora.output and "does NOT fit" not in lora.output
     bad = CliRunner().invoke(app, ["plan", "--memory", "cuda:80"])
     assert bad.exit_code != 0 and "DEVICE=GiB" in bad.output
+
+
+def test_sharded_players_split_their_state_over_the_processes(tmp_path):
+    seven = _seven_b(tmp_path)
+    both = [f"{r}.model.{k}={v}" for r in ("attacker", "defender")
+            for k, v in (("spec", seven), ("device", "cuda"), ("dtype", "bf16"), ("lora", "null"))]  # fmt: skip
+    cfg = load_config(None, [*both, "attacker.rl.shard=fsdp", "defender.rl.shard=fsdp"])
+    one, eight = totals(plan(cfg))["cuda"], totals(plan(cfg, processes=8))["cuda"]
+    parts = {line.part: line.bytes for line in plan(cfg, processes=8)}
+    assert parts["defender: AdamW state, 1/8"] == 6_738_415_616 * 8 // 8  # two fp32 moments, an eighth each
+    assert "defender: fp32 master weights" not in parts  # the sharded fp32 parameters are the masters
+    assert eight < 40 * 2**30 < 200 * 2**30 < one
+    preset = str(Path(__file__).resolve().parents[1] / "configs" / "paper-7b-full.yaml")
+    full = CliRunner().invoke(app, ["plan", "-c", preset, "--processes", "8", "--memory",
+                                    "cuda=80", *both, "judge.spec=refusal"])  # fmt: skip
+    assert full.exit_code == 0 and "cuda: needs" in full.output and "does NOT fit" not in full.output, full.output

@@ -22,8 +22,24 @@ from pathlib import Path
 
 import torch
 
+from sparring import sharding
+
 AVERAGED = "averaged"  # the PEFT adapter name of the averaged weights
 FILE = "average.safetensors"  # inside a checkpoint's defender folder; the count is in its game.json
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return hasattr(t, "device_mesh")
+
+
+def _like(value: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``value`` laid out as ``p``: a full tensor (read from a checkpoint) split into ``p``'s shards."""
+    if _is_dtensor(p) and not _is_dtensor(value):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(value.to(p.device, p.dtype if p.is_floating_point() else value.dtype), p.device_mesh,
+                                 p.placements)  # fmt: skip
+    return value
 
 
 def is_lora(model: torch.nn.Module) -> bool:
@@ -48,9 +64,9 @@ class StageAverage:
         else:
             n = self.count + 1
             for name, p in model.named_parameters():
-                if p.requires_grad:
-                    now = p.detach().to("cpu", torch.float32)
-                    old = self.mean.get(name)
+                if p.requires_grad:  # a sharded (FSDP) parameter keeps its mean as a shard beside it
+                    now = p.detach().float() if _is_dtensor(p) else p.detach().to("cpu", torch.float32)
+                    old = None if name not in self.mean else _like(self.mean[name], now)
                     # mean_n = mean_{n-1} + (x_n - mean_{n-1}) / n
                     self.mean[name] = now.clone() if old is None else old + (now - old) / n
         self.count += 1
@@ -58,15 +74,11 @@ class StageAverage:
     # ---------------------------------------------------------------------------- persistence
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Flat tensors for safetensors: ``snapshot.I.KEY`` (LoRA) or ``mean.KEY`` (full)."""
+        """Flat tensors for safetensors: ``snapshot.I.KEY`` (LoRA) or ``mean.KEY`` (full; a sharded mean is
+        gathered, a collective every rank must join)."""
         state = {f"snapshot.{i}.{k}": v.contiguous() for i, snap in enumerate(self.snapshots) for k, v in snap.items()}
-        state.update({f"mean.{k}": v.contiguous() for k, v in self.mean.items()})
+        state.update({f"mean.{k}": sharding.full(v).cpu().contiguous() for k, v in self.mean.items()})
         return state
-
-    def save(self, folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        save_file(self.state_dict(), str(folder / FILE))
 
     @classmethod
     def load(cls, folder: Path, count: int) -> StageAverage:
@@ -126,7 +138,7 @@ class StageAverage:
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     if name in self.mean:
-                        p.copy_(self.mean[name].to(p.dtype))
+                        p.copy_(_like(self.mean[name], p).to(p.dtype))
 
     @contextlib.contextmanager
     def applied(self, model: torch.nn.Module) -> Iterator[None]:

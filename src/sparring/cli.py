@@ -371,8 +371,10 @@ def redteam(
     target: Annotated[
         list[str] | None,
         typer.Option(
-            "--target", "-t", help="Target model spec or run directory (repeatable; RUN#averaged for its averaged "
-            "defender). Default: the bundled model."
+            "--target",
+            "-t",
+            help="Target model spec or run directory (repeatable; RUN#averaged for its averaged "
+            "defender). Default: the bundled model.",
         ),
     ] = None,
     seeds: Annotated[str, typer.Option(help="Seed behaviours the attacker rewrites.")] = "bundled:harmbench",
@@ -554,6 +556,12 @@ def plan(
         list[str] | None,
         typer.Option("--memory", help="DEVICE=GiB to check against, e.g. cuda=80 (default: this machine's)."),
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processes the run is launched with; sharded players (rl.shard=fsdp) split over them."
+        ),
+    ] = 1,
 ) -> None:
     """Memory per device for a config -- weights, optimiser, activations, KV cache, judge -- and whether
     the run fits, before anything is loaded. Extra arguments are dotted overrides."""
@@ -571,8 +579,9 @@ def plan(
                 given[device] = int(float(gib) * 2**30)
             except ValueError:
                 raise SparringError(f"--memory: '{item}' is not DEVICE=GiB", hint="e.g. --memory cuda=80") from None
-        lines = planning.plan(cfg, prompt_tokens)
-        table = Table(title=f"memory plan ({prompt_tokens}-token prompts)")
+        lines = planning.plan(cfg, prompt_tokens, processes)
+        per = f", per process of {processes}" if processes > 1 else ""
+        table = Table(title=f"memory plan ({prompt_tokens}-token prompts{per})")
         for column in ("device", "part", "GiB", "how"):
             table.add_column(column, justify="right" if column == "GiB" else "left")
         for line in lines:

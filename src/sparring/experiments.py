@@ -163,6 +163,7 @@ def _has_average(run_dir: Path) -> bool:
 
 def summarise_outcomes(outcomes: dict[str, dict[int, dict[str, list[float]]]], seeds: tuple[int, ...]) -> dict:
     """Per defender and measure: mean over seeds with a two-level interval; paired differences (PAIRS)."""
+
     def matrix(name: str, measure: str) -> np.ndarray:
         return np.array([outcomes[name][s][measure] for s in seeds])  # (seeds, prompts)
 

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from sparring import data as data_sources
 from sparring import warmup
 from sparring.attacks import attack_prompt, clean_attack
+from sparring.averaging import FILE as AVERAGE_FILE
 from sparring.averaging import StageAverage
 from sparring.config import GameConfig, dump_config
 from sparring.distributed import Distributed
@@ -186,9 +187,12 @@ class Game:
         """After warm-up the SFT model becomes the player's start and frozen reference, as in the paper."""
         player = getattr(self, role)
         warm = self.run_dir / "warmup" / role
+        gathered = player.gather()  # a sharded player's full weights (every rank joins)
         if self.dist.is_main:  # every rank trained the same warm-up; one writes it
             warm.mkdir(parents=True, exist_ok=True)
-            player.model.save_pretrained(warm, safe_serialization=True)
+            state = None if gathered is None else {k.removeprefix("policy."): v for k, v in gathered[0].items()
+                                                   if k.startswith("policy.")}  # fmt: skip
+            player.model.save_pretrained(warm, state_dict=state, safe_serialization=True)
             (warm / "complete.json").write_text("{}")
         self.dist.barrier()
         setattr(self, role, None)  # free the warm-up copy before loading the merged one: one model at a time
@@ -241,8 +245,9 @@ class Game:
                     self.save_checkpoint(step + 1)
                 if stop.requested:
                     raise Interrupted(step + 1, self.run_dir)
-        if self.dist.is_main:
-            evals = self._read_eval()
+        evals = self._read_eval()
+        self.dist.barrier()  # every rank has read eval.json before rank 0 writes it again: all decide alike
+        if self._evaluates():
             if cfg.run.eval_at_end and "end" not in evals and cfg.schedule.steps == 0 and "after_warmup" in evals:
                 evals["end"] = evals["after_warmup"]  # no game step: the end is the warm-up's model
             if cfg.run.eval_at_end and "end" not in evals:
@@ -252,21 +257,27 @@ class Game:
                 with self.average.applied(self.defender.model):  # one stage end: the average is the last iterate
                     evals["end_averaged"] = self.evaluate("end_averaged")
                 self._write_eval(evals)
+        if self.dist.is_main:
             self.tracker.close()
             summary = summarise(self.metrics_log.read(), evals)
             atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         self.dist.barrier()
         return json.loads((self.run_dir / "summary.json").read_text())
 
+    def _evaluates(self) -> bool:
+        """Whether this rank runs the held-out evaluation: rank 0 alone (the others' copies are identical),
+        or every rank when the defender is sharded, since each forward pass needs them all."""
+        return self.dist.is_main or self.defender.sharded
+
     def evaluate(self, label: str) -> dict:
-        if not self.dist.is_main:  # rank 0 evaluates; the others' copies are identical
+        if not self._evaluates():
             return {}
         self.emit("status", {"text": f"evaluating the defender ({label})"})
         start = time.perf_counter()
         result = self._evaluate_on(self.eval_harmful, self.eval_benign, self.eval_ordinary)
         result["seconds"] = round(time.perf_counter() - start, 1)
         self.emit("eval", {"label": label, **result})
-        return result
+        return result if self.dist.is_main else {}
 
     def _evaluate_on(self, harmful: list[str], benign: list[str], ordinary: list[str] | None = None) -> dict:
         """The defender's greedy answers to held-out prompts, scored by the judge and the refusal matcher."""
@@ -278,10 +289,12 @@ class Game:
 
     def stage_eval(self) -> dict:
         """The cheap held-out check at a stage boundary: the first ``run.stage_eval_size`` prompts of each set."""
-        if not self.dist.is_main:
+        if not self._evaluates():
             return {}
         n = self.config.run.stage_eval_size
         result = self._evaluate_on(self.eval_harmful[:n], self.eval_benign[:n])
+        if not self.dist.is_main:
+            return {}
         return {
             "stage_eval_asr": result["asr"]["judge"],
             "stage_eval_asr_refusal_matcher": result["asr"]["refusal"],
@@ -530,12 +543,16 @@ class Game:
         return {"defender": self.defender, **({"attacker": self.attacker} if self.attacker is not None else {})}
 
     def save_checkpoint(self, step: int) -> Path:
+        # a sharded player's state and average are gathered first, with every rank taking part
+        gathered = {name: player.gather() for name, player in self.players().items()}
+        average = self.average.state_dict() if self.average.count else None
+
         def writer(folder: Path) -> None:
             for name, player in self.players().items():
                 (folder / name).mkdir()
-                player.save_state(folder / name)
-            if self.average.count:
-                self.average.save(folder / "defender")
+                player.save_state(folder / name, gathered[name])
+            if average is not None:
+                save_file(average, str(folder / "defender" / AVERAGE_FILE))
             if len(self.emb_history):
                 save_file(
                     {"embedding_sum": torch.tensor(self.emb_history.running_sum())}, str(folder / "game.safetensors")

@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sparring import static_decode
+from sparring import sharding, static_decode
 from sparring.errors import SparringError
 from sparring.models import base_model
 from sparring.sampling import penalise_repeats, sample, seen_mask, token_logprob
@@ -112,6 +112,10 @@ def prefill(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
 
 def use_static(model: PreTrainedModel, cfg: SamplingConfig, device: torch.device) -> bool:
     """Which decode loop ``cfg.decoder`` picks for this model on this device."""
+    if sharding.is_sharded(model):  # each layer's all-gather cannot sit inside a captured CUDA graph
+        if cfg.decoder == "static":
+            raise SparringError("sampling.decoder=static cannot run a sharded (rl.shard=fsdp) player; use auto")
+        return False
     if cfg.decoder == "auto":
         return device.type == "cuda" and static_decode.supports_static_cache(model)
     if cfg.decoder == "static" and not static_decode.supports_static_cache(model):
@@ -163,6 +167,7 @@ def _generate_chunk(
     seen = seen_mask(prompt_ids, out.logits.shape[-1], penalty)
     position = positions[:, -1:]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    sharded = sharding.is_sharded(model)
     tokens, logps, masks = [], [], []
     for _ in range(cfg.max_new_tokens):
         logits = out.logits[:, -1, :].float()
@@ -178,7 +183,7 @@ def _generate_chunk(
         masks.append(alive)
         logps.append(token_logprob(scaled, token) * alive)
         finished = finished | (token == eos)
-        if bool(finished.all()):
+        if sharding.everywhere(bool(finished.all()), sharded):  # sharded: every rank runs each forward
             break
         if penalty != 1.0:
             seen.scatter_(1, token[:, None], True)

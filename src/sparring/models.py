@@ -119,6 +119,7 @@ BUNDLED: dict[str, BundledModel] = {
     ),
 }
 
+
 def cache_dir() -> Path:
     """sparring's cache root: $SPARRING_CACHE, else $XDG_CACHE_HOME/sparring, else ~/.cache/sparring."""
     if env := os.environ.get("SPARRING_CACHE"):

@@ -96,17 +96,41 @@ def _device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def player_lines(role: str, p: PlayerConfig, prompt_tokens: int, batch: int, sampled: int) -> list[Line]:
-    """One player's memory: model, training state, activations of one micro-batch, generation KV cache."""
+def player_lines(
+    role: str, p: PlayerConfig, prompt_tokens: int, batch: int, sampled: int, processes: int = 1
+) -> list[Line]:
+    """One player's memory on each device: model, training state, activations of one micro-batch, generation
+    KV cache. A sharded player (``rl.shard=fsdp``) keeps 1/``processes`` of its fp32 weights (the masters),
+    gradients, AdamW state and reference, plus one decoder layer gathered at a time."""
     m, rl = p.model, p.rl
     device, width = _device(m.device), BYTES[m.dtype]
     s = shape(m.spec, (m.lora.rank,) if m.lora else (), m.trust_remote_code)
+    if rl.shard == "fsdp" and not m.lora:
+        n = processes
+        layer = s.params // max(s.layers, 1)
+        lines = [
+            Line(device, f"{role}: fp32 weights (masters), 1/{n}", s.params * 4 // n,
+                 f"{s.params / 1e6:,.1f}M x 4 B / {n}"),
+            Line(device, f"{role}: gradients, 1/{n}", s.params * 4 // n, f"fp32, reduce-scattered, / {n}"),
+            Line(device, f"{role}: AdamW state, 1/{n}", s.params * 8 // n, f"two fp32 moments / {n}"),
+            Line(device, f"{role}: frozen reference, 1/{n}", s.params * width // n, f"{width} B per param / {n}"),
+            Line(device, f"{role}: gathered layers", 2 * 2 * layer * width, f"two layers at a time x ({m.dtype}), "
+                 "policy and reference"),
+        ]  # fmt: skip
+        lines += _transient_lines(role, p, s, device, width, prompt_tokens, batch, sampled)
+        return lines
     how = f"{s.params / 1e6:,.1f}M params x {width} B ({m.dtype})"
     lines = [Line(device, f"{role}: weights", s.params * width, how)]
     if m.lora:
         trained = s.lora_params[m.lora.rank]
-        lines.append(Line(device, f"{role}: LoRA adapter + grads + AdamW", trained * 16,
-                          f"{trained / 1e6:,.2f}M params x (4 + 4 + 8) B, fp32; the reference is the adapter off"))
+        lines.append(
+            Line(
+                device,
+                f"{role}: LoRA adapter + grads + AdamW",
+                trained * 16,
+                f"{trained / 1e6:,.2f}M params x (4 + 4 + 8) B, fp32; the reference is the adapter off",
+            )
+        )
     else:
         trained = s.params
         masters = width < 4 and rl.master_weights == "fp32"
@@ -122,6 +146,14 @@ def player_lines(role: str, p: PlayerConfig, prompt_tokens: int, batch: int, sam
         c = shape(rl.critic_model)
         lines.append(Line(device, f"{role}: critic (weights, grads, AdamW)", c.params * (width * 2 + 8),
                           f"{c.params / 1e6:,.1f}M params, trained fully"))  # fmt: skip
+    return lines + _transient_lines(role, p, s, device, width, prompt_tokens, batch, sampled)
+
+
+def _transient_lines(
+    role: str, p: PlayerConfig, s: Shape, device: str, width: int, prompt_tokens: int, batch: int, sampled: int
+) -> list[Line]:
+    """Activations of one micro-batch and the KV cache of one generation batch: they come and go by phase."""
+    rl, lines = p.rl, []
     seq, b = prompt_tokens + p.sampling.max_new_tokens, rl.micro_batch_size
     per_layer = (2 if rl.gradient_checkpointing else 34) * seq * b * s.hidden
     act_bytes = int(per_layer * s.layers * width / 2) + 3 * b * seq * s.vocab * 4  # + fp32 logits, log-softmax, grad
@@ -133,15 +165,15 @@ def player_lines(role: str, p: PlayerConfig, prompt_tokens: int, batch: int, sam
     return lines
 
 
-def plan(cfg: GameConfig, prompt_tokens: int = 128) -> list[Line]:
-    """Every component of the game's memory, by device."""
+def plan(cfg: GameConfig, prompt_tokens: int = 128, processes: int = 1) -> list[Line]:
+    """Every component of the game's memory, by device, for one of ``processes`` launched processes."""
     d = cfg.data
     lines = player_lines("defender", cfg.defender, prompt_tokens,
-                         d.seeds_per_step + d.benign_per_step, cfg.defender.samples_per_prompt)  # fmt: skip
+                         d.seeds_per_step + d.benign_per_step, cfg.defender.samples_per_prompt, processes)  # fmt: skip
     if cfg.mode not in ("rlhf",):
         attacker_prompt = prompt_tokens + 64  # the rewriting template around a seed
         lines += player_lines("attacker", cfg.attacker, attacker_prompt, d.attacker_seeds_per_step,
-                              cfg.attacker.samples_per_prompt)  # fmt: skip
+                              cfg.attacker.samples_per_prompt, processes)  # fmt: skip
     spec = cfg.judge.spec
     if spec.startswith("guard:") or spec.startswith("reward:"):
         target = spec.split(":", 1)[1].split("?", 1)[0]

@@ -22,12 +22,18 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sparring import rl
+from sparring import rl, sharding
 from sparring.distributed import Distributed
+from sparring.errors import SparringError
 from sparring.generation import Generation, cache_kwarg, prefill, prompt_groups
 from sparring.models import restore_weights
 from sparring.precision import MasterWeights
-from sparring.runlog import optimizer_from_files, optimizer_to_files
+from sparring.runlog import (
+    optimizer_from_files,
+    optimizer_state_from_files,
+    optimizer_state_to_files,
+    optimizer_to_files,
+)
 from sparring.sampling import token_logprob
 from sparring.sft import sft_loss
 
@@ -79,6 +85,12 @@ class RLConfig(BaseModel):
         "step, so RL does not unlearn answering harmless requests; 0 = off.",
     )
     anchor_batch_size: int = Field(8, ge=1, description="Anchor (prompt, answer) pairs per optimiser step.")
+    shard: Literal["none", "fsdp"] = Field(
+        "none",
+        description="fsdp: split the player's parameters, gradients and optimiser state over the launched processes "
+        "(FSDP2, sharding.py), for full fine-tuning that does not fit one device; the sharded fp32 parameters are the "
+        "master weights. none: every process holds the whole player (data parallelism).",
+    )
 
 
 @dataclass
@@ -168,6 +180,9 @@ class Player:
         self.reference = None if is_peft(model) else copy.deepcopy(model).eval().requires_grad_(False)
         hidden = (self.critic or model).config.get_text_config().hidden_size
         self.value_head = ValueHead(hidden).to(self.device) if config.algo == "ppo" else None
+        self.sharded = config.shard == "fsdp"
+        if self.sharded:
+            self._shard()
         self.kl_controller = (
             rl.AdaptiveKLController(config.kl_coef, config.kl_target) if config.kl_target is not None else None
         )
@@ -178,9 +193,8 @@ class Player:
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()
         trainable = [p for p in model.parameters() if p.requires_grad]
-        self.masters = (
-            MasterWeights(trainable) if config.master_weights == "fp32" and MasterWeights.needed(trainable) else None
-        )
+        masters = config.master_weights == "fp32" and MasterWeights.needed(trainable) and not self.sharded
+        self.masters = MasterWeights(trainable) if masters else None  # sharded parameters are fp32 masters already
         groups = [{"params": self.masters.params_for_optimizer if self.masters else trainable, "lr": config.lr}]
         if self.value_head is not None:
             critic_params = list(self.critic.parameters()) if self.critic is not None else []
@@ -189,6 +203,33 @@ class Player:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, rl.lr_lambda(config.schedule, config.warmup_steps)
         )
+
+    def _shard(self) -> None:
+        """FSDP2 over the launched processes: policy, critic and value head with fp32 masters, the frozen
+        reference in its own dtype. Needs a full fine-tune (a LoRA player is small; data parallelism fits)."""
+        if is_peft(self.model):
+            raise SparringError(
+                "rl.shard=fsdp shards full fine-tuning; this player is a LoRA adapter",
+                hint="set the player's model.lora=null, or rl.shard=none (a LoRA player fits one device)",
+            )
+        if not self.dist.active:
+            raise SparringError(
+                "rl.shard=fsdp splits a player over several processes, and this run has one",
+                hint="launch with torchrun --nproc_per_node N -m sparring.cli train ... (or accelerate launch), "
+                "or set rl.shard=none",
+            )
+        sharding.shard(self.model, as_masters=True)
+        if self.reference is not None:
+            sharding.shard(self.reference, as_masters=False)
+        if self.critic is not None:
+            sharding.shard(self.critic, as_masters=True)
+        if self.value_head is not None:
+            sharding.shard(self.value_head, as_masters=True)
+
+    def _modules(self) -> nn.ModuleDict:
+        """Everything the optimiser trains, under one name each (the names a sharded checkpoint keys by)."""
+        parts = {"policy": self.model, "value_head": self.value_head, "critic": self.critic}
+        return nn.ModuleDict({k: v for k, v in parts.items() if v is not None})
 
     # ---------------------------------------------------------------------------------- forward
 
@@ -448,11 +489,12 @@ class Player:
                 anchor_loss = sft_loss(self.model, self.tokenizer, [self.anchor[i] for i in picks])
             (cfg.anchor_coef * anchor_loss).backward()
             sums["anchor_loss"] = float(anchor_loss.detach())
-        self.dist.average_gradients(self._trained_params())
+        if not self.sharded:  # FSDP has already reduce-scattered the mean gradient
+            self.dist.average_gradients(self._trained_params())
         if self.masters is not None:  # low-precision gradients become fp32 ones on the masters
             self.masters.take_grads()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        grad_norm = sharding.full(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
         if not math.isfinite(float(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -472,16 +514,40 @@ class Player:
 
     # ---------------------------------------------------------------------------------- state
 
-    def save_state(self, folder: Path) -> None:
+    def gather(self) -> tuple[dict, dict | None] | None:
+        """A sharded player's full weights and optimiser state on rank 0, for ``save_state`` (a collective:
+        every rank calls it); None for an unsharded player, whose state is whole on every rank."""
+        if not self.sharded:
+            return None
+        modules = self._modules()
+        return sharding.gather_model(modules), sharding.gather_optimizer(modules, self.optimizer)
+
+    def save_state(self, folder: Path, gathered: tuple[dict, dict | None] | None = None) -> None:
         """Write everything a resumed run needs to continue this player exactly: its trained weights (adapter
         or full model), value head or critic, optimiser (tensors as safetensors) and, as JSON, the learning-rate
-        schedule's position and the KL coefficient and its controller."""
-        self.model.save_pretrained(folder, safe_serialization=True)
-        if self.value_head is not None:
-            save_file(self.value_head.state_dict(), str(folder / "value_head.safetensors"))
-        if self.critic is not None:
-            save_model(self.critic, str(folder / "critic.safetensors"))  # handles tied weights
-        optimizer_to_files(self.optimizer, folder, "optimizer")
+        schedule's position and the KL coefficient and its controller. A sharded player writes what
+        ``gather`` collected: the same files, fp32, keyed by name."""
+        if self.sharded:
+            if gathered is None:
+                raise ValueError("a sharded player saves what gather() collected on every rank")
+            weights, optimizer = gathered
+            part = lambda prefix: {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}  # noqa: E731
+            self.model.save_pretrained(folder, state_dict=part("policy."), safe_serialization=True)
+            if self.value_head is not None:
+                save_file(part("value_head."), str(folder / "value_head.safetensors"))
+            if self.critic is not None:
+                save_file(part("critic."), str(folder / "critic.safetensors"))
+            if optimizer is None:  # no step yet: nothing but the settings to keep
+                optimizer_to_files(self.optimizer, folder, "optimizer")
+            else:
+                optimizer_state_to_files(optimizer, folder, "optimizer")
+        else:
+            self.model.save_pretrained(folder, safe_serialization=True)
+            if self.value_head is not None:
+                save_file(self.value_head.state_dict(), str(folder / "value_head.safetensors"))
+            if self.critic is not None:
+                save_model(self.critic, str(folder / "critic.safetensors"))  # handles tied weights
+            optimizer_to_files(self.optimizer, folder, "optimizer")
         if self.masters is not None:
             save_file(self.masters.state_dict(), str(folder / "master_weights.safetensors"))
         schedule = {
@@ -492,7 +558,19 @@ class Player:
         (folder / "state.json").write_text(json.dumps(schedule))
 
     def load_state(self, folder: Path) -> None:
-        """Restore what ``save_state`` wrote."""
+        """Restore what ``save_state`` wrote (every rank reads the files; a sharded player keeps its shard)."""
+        if self.sharded:
+            weights = {f"policy.{k}": v for k, v in load_file(str(folder / "model.safetensors")).items()}
+            for name in ("value_head", "critic"):
+                if getattr(self, name) is not None:
+                    weights |= {f"{name}.{k}": v for k, v in load_file(str(folder / f"{name}.safetensors")).items()}
+            modules = self._modules()
+            sharding.load_model(modules, weights)
+            optimizer = optimizer_state_from_files(folder, "optimizer")
+            if optimizer["state"]:  # saved before its first step: the fresh optimiser is that state
+                sharding.load_optimizer(modules, self.optimizer, optimizer)
+            self._load_schedule(folder)
+            return
         restore_weights(self.model, folder)
         if self.value_head is not None:
             self.value_head.load_state_dict(load_file(str(folder / "value_head.safetensors")))
@@ -502,6 +580,9 @@ class Player:
         if self.masters is not None:
             masters = folder / "master_weights.safetensors"
             self.masters.load_state_dict(load_file(str(masters)) if masters.exists() else {})
+        self._load_schedule(folder)
+
+    def _load_schedule(self, folder: Path) -> None:
         schedule = json.loads((folder / "state.json").read_text())
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **schedule["scheduler"]})
         self.kl_coef = schedule["kl_coef"]
@@ -509,7 +590,10 @@ class Player:
             vars(self.kl_controller).update(schedule["kl_controller"])
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Weights that change during training (adapter or full model, plus value head)."""
+        """Weights that change during training (adapter or full model, plus value head); none when sharded,
+        where no rank holds them whole (and FSDP keeps the shards consistent by construction)."""
+        if self.sharded:
+            return {}
         state = {f"policy.{n}": p.detach() for n, p in self.model.named_parameters() if p.requires_grad}
         if self.value_head is not None:
             state.update({f"value_head.{n}": p.detach() for n, p in self.value_head.named_parameters()})

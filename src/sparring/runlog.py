@@ -106,28 +106,38 @@ def check_writable(directory: Path) -> None:
 
 
 def optimizer_to_files(optimizer: torch.optim.Optimizer, folder: Path, name: str) -> None:
-    state = optimizer.state_dict()
+    optimizer_state_to_files(optimizer.state_dict(), folder, name)
+
+
+def optimizer_state_to_files(state: dict, folder: Path, name: str) -> None:
+    """An optimiser state dict as safetensors (its tensors) and JSON (the rest); parameters are keyed by
+    index (``optimizer.state_dict()``) or by name (a sharded player's gathered state)."""
     tensors, scalars = {}, {}
-    for index, entry in state["state"].items():
-        for key, value in entry.items():
+    for key, entry in state["state"].items():
+        for field, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"{key}.{field}"] = value.detach().cpu().contiguous()
             else:
-                scalars[f"{index}.{key}"] = value
+                scalars[f"{key}.{field}"] = value
     if tensors:
         save_file(tensors, str(folder / f"{name}.safetensors"))
     (folder / f"{name}.json").write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
 
 
-def optimizer_from_files(optimizer: torch.optim.Optimizer, folder: Path, name: str) -> None:
+def optimizer_state_from_files(folder: Path, name: str) -> dict:
+    """What ``optimizer_state_to_files`` wrote, as a state dict (index keys back to ints)."""
     meta = json.loads((folder / f"{name}.json").read_text())
     path = folder / f"{name}.safetensors"
     tensors = load_file(str(path)) if path.exists() else {}
-    state: dict[int, dict[str, Any]] = {}
+    state: dict[int | str, dict[str, Any]] = {}
     for key, value in [*tensors.items(), *meta["scalars"].items()]:
-        index, _, field = key.partition(".")
-        state.setdefault(int(index), {})[field] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        param, _, field = key.rpartition(".")
+        state.setdefault(int(param) if param.isdigit() else param, {})[field] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def optimizer_from_files(optimizer: torch.optim.Optimizer, folder: Path, name: str) -> None:
+    optimizer.load_state_dict(optimizer_state_from_files(folder, name))
 
 
 class Checkpoints:
