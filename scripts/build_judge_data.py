@@ -152,32 +152,38 @@ def requests() -> list[dict]:
     return unique
 
 
-def generate_answers(prompts: list[str]) -> dict[str, str]:
-    """SmolLM2's greedy answers, cached by prompt (generation is the slow part: ~30 min on 2 cores)."""
+def continuations(path: Path, field: str, prompts: list[str], tokens: int, opener=None) -> dict[str, str]:
+    """SmolLM2's greedy continuation (``tokens`` new tokens) of each prompt's chat turn -- after
+    ``opener(prompt)`` as the start of the answer, when given -- cached by prompt in ``path`` under ``field``."""
     cache: dict[str, str] = {}
-    if ANSWERS.exists():
-        for line in ANSWERS.read_text(encoding="utf-8").splitlines():
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            cache[row["prompt"]] = row["answer"]
-    todo = [p for p in prompts if p not in cache]
+            cache[row["prompt"]] = row[field]
+    todo = sorted((p for p in prompts if p not in cache), key=len)  # similar lengths batch together
     if todo:
         from sparring.generation import SamplingConfig, generate
         from sparring.models import chat_prompt, load_model
 
         loaded = load_model("bundled:smollm2-135m-instruct")
-        greedy = SamplingConfig(max_new_tokens=48, temperature=0, batch_size=64)
+        greedy = SamplingConfig(max_new_tokens=tokens, temperature=0, batch_size=64)
         OUT.mkdir(parents=True, exist_ok=True)
-        todo.sort(key=len)  # similar lengths batch together
         for start in range(0, len(todo), 128):
             chunk = todo[start : start + 128]
-            formatted = [chat_prompt(loaded.tokenizer, p) for p in chunk]
+            formatted = [chat_prompt(loaded.tokenizer, p) + (opener(p) if opener else "") for p in chunk]
             texts = generate(loaded.model, loaded.tokenizer, formatted, greedy).texts
-            with ANSWERS.open("a", encoding="utf-8") as handle:
+            with path.open("a", encoding="utf-8") as handle:
                 for p, t in zip(chunk, texts, strict=True):
-                    handle.write(json.dumps({"prompt": p, "answer": t}, ensure_ascii=False) + "\n")
+                    row = {"prompt": p, **({"opener": opener(p)} if opener else {}), field: t}
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                     cache[p] = t
-            print(f"answers {start + len(chunk)}/{len(todo)}", flush=True)
+            print(f"{path.stem} {start + len(chunk)}/{len(todo)}", flush=True)
     return cache
+
+
+def generate_answers(prompts: list[str]) -> dict[str, str]:
+    """SmolLM2's greedy answers, 48 tokens (generation is the slow part: ~30 min on 2 cores)."""
+    return continuations(ANSWERS, "answer", prompts, 48)
 
 
 def opener_for(prompt: str) -> str:
@@ -186,29 +192,8 @@ def opener_for(prompt: str) -> str:
 
 
 def generate_lectures(prompts: list[str]) -> dict[str, str]:
-    """The model's greedy continuation (40 tokens) of each request's lecture opener, cached by prompt."""
-    cache: dict[str, str] = {}
-    if LECTURES.exists():
-        for line in LECTURES.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            cache[row["prompt"]] = row["continuation"]
-    todo = sorted((p for p in prompts if p not in cache), key=len)
-    if todo:
-        from sparring.generation import SamplingConfig, generate
-        from sparring.models import chat_prompt, load_model
-
-        loaded = load_model("bundled:smollm2-135m-instruct")
-        greedy = SamplingConfig(max_new_tokens=40, temperature=0, batch_size=64)
-        for start in range(0, len(todo), 128):
-            chunk = todo[start : start + 128]
-            formatted = [chat_prompt(loaded.tokenizer, p) + opener_for(p) for p in chunk]
-            texts = generate(loaded.model, loaded.tokenizer, formatted, greedy).texts
-            with LECTURES.open("a", encoding="utf-8") as handle:
-                for p, t in zip(chunk, texts, strict=True):
-                    handle.write(json.dumps({"prompt": p, "opener": opener_for(p), "continuation": t}) + "\n")
-                    cache[p] = t
-            print(f"lectures {start + len(chunk)}/{len(todo)}", flush=True)
-    return cache
+    """The model's greedy continuation (40 tokens) of each request's lecture opener."""
+    return continuations(LECTURES, "continuation", prompts, 40, opener_for)
 
 
 def lecture_verdict(continuation: str) -> str:
