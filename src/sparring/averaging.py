@@ -28,13 +28,9 @@ AVERAGED = "averaged"  # the PEFT adapter name of the averaged weights
 FILE = "average.safetensors"  # inside a checkpoint's defender folder; the count is in its game.json
 
 
-def _is_dtensor(t: torch.Tensor) -> bool:
-    return hasattr(t, "device_mesh")
-
-
 def _like(value: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """``value`` laid out as ``p``: a full tensor (read from a checkpoint) split into ``p``'s shards."""
-    if _is_dtensor(p) and not _is_dtensor(value):
+    if sharding.is_dtensor(p) and not sharding.is_dtensor(value):
         from torch.distributed.tensor import distribute_tensor
 
         return distribute_tensor(value.to(p.device, p.dtype if p.is_floating_point() else value.dtype), p.device_mesh,
@@ -65,7 +61,7 @@ class StageAverage:
             n = self.count + 1
             for name, p in model.named_parameters():
                 if p.requires_grad:  # a sharded (FSDP) parameter keeps its mean as a shard beside it
-                    now = p.detach().float() if _is_dtensor(p) else p.detach().to("cpu", torch.float32)
+                    now = p.detach().float() if sharding.is_dtensor(p) else p.detach().to("cpu", torch.float32)
                     old = None if name not in self.mean else _like(self.mean[name], now)
                     # mean_n = mean_{n-1} + (x_n - mean_{n-1}) / n
                     self.mean[name] = now.clone() if old is None else old + (now - old) / n

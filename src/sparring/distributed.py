@@ -17,6 +17,14 @@ import torch
 from sparring.errors import SparringError
 
 
+def all_ranks_true(flag: bool) -> bool:
+    """True only if ``flag`` holds on every rank of the initialised process group (a collective)."""
+    device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"  # gloo reduces CPU tensors
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+    return bool(value.item() == 1.0)
+
+
 class Distributed:
     def __init__(self) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -68,11 +76,7 @@ class Distributed:
 
     def all_true(self, flag: bool) -> bool:
         """True only if ``flag`` holds on every rank (so all ranks skip an update together)."""
-        if not self.active:
-            return flag
-        value = torch.tensor([1.0 if flag else 0.0], device="cuda" if torch.cuda.is_available() else "cpu")
-        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
-        return bool(value.item() == 1.0)
+        return all_ranks_true(flag) if self.active else flag
 
     def barrier(self) -> None:
         if self.active:

@@ -190,9 +190,7 @@ class Game:
         gathered = player.gather()  # a sharded player's full weights (every rank joins)
         if self.dist.is_main:  # every rank trained the same warm-up; one writes it
             warm.mkdir(parents=True, exist_ok=True)
-            state = None if gathered is None else {k.removeprefix("policy."): v for k, v in gathered[0].items()
-                                                   if k.startswith("policy.")}  # fmt: skip
-            player.model.save_pretrained(warm, state_dict=state, safe_serialization=True)
+            player.save_model(warm, gathered)
             (warm / "complete.json").write_text("{}")
         self.dist.barrier()
         setattr(self, role, None)  # free the warm-up copy before loading the merged one: one model at a time

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sparring import sharding, static_decode
+from sparring.distributed import all_ranks_true
 from sparring.errors import SparringError
 from sparring.models import base_model
 from sparring.sampling import penalise_repeats, sample, seen_mask, token_logprob
@@ -183,7 +184,8 @@ def _generate_chunk(
         masks.append(alive)
         logps.append(token_logprob(scaled, token) * alive)
         finished = finished | (token == eos)
-        if sharding.everywhere(bool(finished.all()), sharded):  # sharded: every rank runs each forward
+        done = bool(finished.all())
+        if all_ranks_true(done) if sharded else done:  # sharded: every rank runs each forward, so all stop together
             break
         if penalty != 1.0:
             seen.scatter_(1, token[:, None], True)

@@ -522,6 +522,14 @@ class Player:
         modules = self._modules()
         return sharding.gather_model(modules), sharding.gather_optimizer(modules, self.optimizer)
 
+    def save_model(self, folder: Path, gathered: tuple[dict, dict | None] | None = None) -> None:
+        """The policy as a Hugging Face directory (adapter or full weights); a sharded player's from ``gather``."""
+        if gathered is None:
+            self.model.save_pretrained(folder, safe_serialization=True)
+        else:
+            policy = {k.removeprefix("policy."): v for k, v in gathered[0].items() if k.startswith("policy.")}
+            self.model.save_pretrained(folder, state_dict=policy, safe_serialization=True)
+
     def save_state(self, folder: Path, gathered: tuple[dict, dict | None] | None = None) -> None:
         """Write everything a resumed run needs to continue this player exactly: its trained weights (adapter
         or full model), value head or critic, optimiser (tensors as safetensors) and, as JSON, the learning-rate
@@ -532,7 +540,7 @@ class Player:
                 raise ValueError("a sharded player saves what gather() collected on every rank")
             weights, optimizer = gathered
             part = lambda prefix: {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}  # noqa: E731
-            self.model.save_pretrained(folder, state_dict=part("policy."), safe_serialization=True)
+            self.save_model(folder, gathered)
             if self.value_head is not None:
                 save_file(part("value_head."), str(folder / "value_head.safetensors"))
             if self.critic is not None:
@@ -542,7 +550,7 @@ class Player:
             else:
                 optimizer_state_to_files(optimizer, folder, "optimizer")
         else:
-            self.model.save_pretrained(folder, safe_serialization=True)
+            self.save_model(folder)
             if self.value_head is not None:
                 save_file(self.value_head.state_dict(), str(folder / "value_head.safetensors"))
             if self.critic is not None:

@@ -43,22 +43,14 @@ def shard(model: nn.Module, as_masters: bool) -> None:
     fully_shard(model, mp_policy=policy, reshard_after_forward=True)
 
 
-def is_sharded(module: nn.Module) -> bool:
+def is_dtensor(t: torch.Tensor) -> bool:
     from torch.distributed.tensor import DTensor
 
-    return any(isinstance(p, DTensor) for p in module.parameters())
+    return isinstance(t, DTensor)
 
 
-def everywhere(flag: bool, sharded: bool = True) -> bool:
-    """True only if ``flag`` holds on every rank (a collective when ``sharded``): a sharded model's forward
-    passes are collectives, so a decode loop stops when every rank's sequences have ended, not its own."""
-    if not sharded:
-        return flag
-    import torch.distributed as dist
-
-    value = torch.tensor([1.0 if flag else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item() == 1.0)
+def is_sharded(module: nn.Module) -> bool:
+    return any(is_dtensor(p) for p in module.parameters())
 
 
 def full(value):
