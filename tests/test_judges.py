@@ -93,6 +93,18 @@ def test_llama_guard_3_template_is_built_in(guard_model):
     assert "S14: Code Interpreter Abuse." in judge.template and judge.template.endswith("<|end_header_id|>\n\n")
 
 
+def test_model_judges_take_a_weight_dtype_from_the_spec():
+    from sparring.judges import judge_dtype, load_judge
+
+    guard = load_judge("guard:tiny?safe=a&unsafe=b&dtype=bf16")  # byte tokenizer: single-letter verdicts
+    assert next(guard.model.parameters()).dtype == torch.bfloat16
+    assert 0.0 <= float(guard.score(["x"], ["y"])[0]) <= 1.0
+    assert next(load_judge("guard:tiny?safe=a&unsafe=b").model.parameters()).dtype == torch.float32  # auto, CPU
+    assert judge_dtype({}, "cpu") == "fp32" and judge_dtype({"dtype": "fp16"}, "cuda") == "fp16"
+    with pytest.raises(SparringError, match="unknown judge dtype 'half'"):
+        load_judge("guard:tiny?safe=a&unsafe=b&dtype=half")
+
+
 # ------------------------------------------------------------------------------------------ reward model
 
 

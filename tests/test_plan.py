@@ -67,3 +67,15 @@ def test_sharded_players_split_their_state_over_the_processes(tmp_path):
     full = CliRunner().invoke(app, ["plan", "-c", preset, "--processes", "8", "--memory",
                                     "cuda=80", *both, "judge.spec=refusal"])  # fmt: skip
     assert full.exit_code == 0 and "cuda: needs" in full.output and "does NOT fit" not in full.output, full.output
+
+
+def test_a_guard_judge_is_planned_in_the_dtype_it_will_load(tmp_path):
+    seven = _seven_b(tmp_path)
+    on_gpu = ["defender.model.device=cuda", f"judge.spec=guard:{seven}?template=llama-guard-3"]
+    parts = {line.part: line.bytes for line in plan(load_config(None, on_gpu))}
+    assert parts[f"judge guard:{seven}?template=llama-guard-3"] == 6_738_415_616 * 2  # auto: bf16 on a GPU
+    fp32 = [on_gpu[0], f"judge.spec=guard:{seven}?dtype=fp32"]
+    assert {line.part: line.bytes for line in plan(load_config(None, fp32))}[f"judge guard:{seven}?dtype=fp32"] == (
+        6_738_415_616 * 4
+    )
+

@@ -219,11 +219,16 @@ def tiny_config(options: str = "", tokenizer: PreTrainedTokenizerBase | None = N
     )
 
 
-def tiny_model(options: str = "") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A randomly initialised Llama of a few layers; the same options give the same weights."""
+def tiny_model(
+    options: str = "", device: torch.device | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A randomly initialised Llama of a few layers; the same options give the same weights on one kind of
+    device. Built on ``device`` (an 8B-shape body initialised on a GPU takes seconds, on the CPU minutes)."""
     tokenizer = byte_tokenizer()
     config = tiny_config(options, tokenizer)
-    with torch.random.fork_rng(devices=[]):
+    device = device or torch.device("cpu")
+    gpus = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus), torch.device(device):
         torch.manual_seed(_parse_tiny(options)["seed"])
         model = LlamaForCausalLM(config)
     return model, tokenizer
@@ -317,7 +322,7 @@ def load_model(config: ModelConfig | str) -> LoadedModel:
     if spec.startswith("bundled:"):
         model, tokenizer = _from_pretrained(str(bundled_path(spec.removeprefix("bundled:"))), False, True)
     elif spec == "tiny" or spec.startswith("tiny:"):
-        model, tokenizer = tiny_model(spec.removeprefix("tiny").removeprefix(":"))
+        model, tokenizer = tiny_model(spec.removeprefix("tiny").removeprefix(":"), device)
     elif spec.endswith(".gguf"):
         model, tokenizer = _load_gguf(Path(spec).expanduser())
     elif Path(spec).expanduser().is_dir():

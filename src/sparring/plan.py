@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import torch
 
@@ -176,10 +177,15 @@ def plan(cfg: GameConfig, prompt_tokens: int = 128, processes: int = 1) -> list[
                               cfg.attacker.samples_per_prompt, processes)  # fmt: skip
     spec = cfg.judge.spec
     if spec.startswith("guard:") or spec.startswith("reward:"):
-        target = spec.split(":", 1)[1].split("?", 1)[0]
+        target, _, query = spec.split(":", 1)[1].partition("?")
         g = shape(target)
-        lines.append(Line(_device("auto"), f"judge {spec}", g.params * 4,
-                          f"{g.params / 1e6:,.1f}M params x 4 B (loaded in fp32)"))  # fmt: skip
+        device = _device(cfg.defender.model.device)  # the game puts its judge beside the defender
+        dtype = dict(parse_qsl(query)).get("dtype", "auto")
+        if dtype == "auto":  # as judges.judge_dtype decides
+            dtype = "bf16" if device == "cuda" else "fp32"
+        width = 4 if dtype == "fp32" else 2
+        lines.append(Line(device, f"judge {spec}", g.params * width,
+                          f"{g.params / 1e6:,.1f}M params x {width} B ({dtype})"))  # fmt: skip
     elif spec in ("bundled", "bundled-v2", "bundled-v1"):
         lines.append(Line("cpu", "judge (bundled MiniLM)", MINILM_PARAMS * 4, "22.7M params x 4 B"))
     lines.append(Line("cpu", "diversity embedder (MiniLM)", MINILM_PARAMS * 4, "22.7M params x 4 B"))

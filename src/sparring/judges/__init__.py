@@ -6,8 +6,11 @@
 | ``bundled-v1`` | two logistic heads over separate MiniLM embeddings of request and answer |
 | ``bundled-v2`` | a MiniLM cross-encoder: P(harmful request) * P(answer delivers it), calibrated |
 | ``refusal`` | the AdvBench-style refusal matcher |
-| ``guard:MODEL[?template=llama-guard-3&safe=safe&unsafe=unsafe]`` | a Llama-Guard-style causal LM |
-| ``reward:MODEL[?mapping=sigmoid-reward|sigmoid-cost|softmax:K&offset=0]`` | a sequence classifier |
+| ``guard:MODEL[?template=llama-guard-3&safe=safe&unsafe=unsafe&dtype=auto]`` | a Llama-Guard-style causal LM |
+| ``reward:MODEL[?mapping=sigmoid-reward|sigmoid-cost|softmax:K&offset=0&dtype=auto]`` | a sequence classifier |
+
+A model judge's ``dtype`` (fp32, bf16, fp16 or auto) is its weights' precision; ``auto`` is bf16 on a GPU
+that has it (an 8B guard in fp32 would take 30 GiB beside the players) and fp32 on a CPU.
 | ``remote:URL?model=NAME[&key_env=VAR&concurrency=8&timeout=30&retries=4]`` | an OpenAI-compatible server |
 """
 
@@ -40,6 +43,19 @@ def _pop(options: dict[str, str], key: str, cast, default, spec: str):
         raise SparringError(f"judge option {key}={raw!r} in '{spec}' is not a valid {cast.__name__}") from exc
 
 
+def judge_dtype(options: dict[str, str], device: str) -> str:
+    """The weight dtype a model judge's spec asks for; auto = bf16 on a bf16-capable GPU, else fp32."""
+    import torch
+
+    dtype = options.pop("dtype", "auto")
+    if dtype not in ("auto", "fp32", "bf16", "fp16"):
+        raise SparringError(f"unknown judge dtype '{dtype}'", hint="use auto, fp32, bf16 or fp16")
+    if dtype != "auto":
+        return dtype
+    on_gpu = (device in ("cuda", "auto") and torch.cuda.is_available()) or device.startswith("cuda:")
+    return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def load_judge(spec: str, device: str = "cpu", threshold: float = 0.5) -> Judge:
     """Build the judge a spec names; every unknown kind or option is an error that lists what exists."""
     kind, _, rest = spec.partition(":")
@@ -61,7 +77,8 @@ def load_judge(spec: str, device: str = "cpu", threshold: float = 0.5) -> Judge:
             from sparring.models import ModelConfig, load_model
 
             judge = GuardJudge(
-                load_model(ModelConfig(spec=target, device=device)),
+                # ModelConfig places by kind ("cuda"), the game passes its defender's device ("cuda:0")
+                load_model(ModelConfig(spec=target, device=device.split(":")[0], dtype=judge_dtype(options, device))),
                 template=options.pop("template", "llama-guard-3"),
                 safe_token=options.pop("safe", "safe"),
                 unsafe_token=options.pop("unsafe", "unsafe"),
@@ -75,6 +92,7 @@ def load_judge(spec: str, device: str = "cpu", threshold: float = 0.5) -> Judge:
                 mapping=options.pop("mapping", "sigmoid-reward"),
                 offset=_pop(options, "offset", float, 0.0, spec),
                 device=device,
+                dtype=judge_dtype(options, device),
             )
         else:
             from sparring.judges.remote import RemoteJudge

@@ -10,6 +10,7 @@ import torch
 
 from sparring.errors import SparringError
 from sparring.judges.base import Judge, encoded_batches
+from sparring.models import resolve_device
 
 MAPPINGS = ("sigmoid-reward", "sigmoid-cost", "softmax:K")
 
@@ -30,6 +31,7 @@ class ClassifierJudge(Judge):
         mapping: str = "sigmoid-reward",
         offset: float = 0.0,
         device: str = "cpu",
+        dtype: str = "fp32",
         batch_size: int = 16,
         max_length: int = 1024,
         trust_remote_code: bool = False,
@@ -50,7 +52,7 @@ class ClassifierJudge(Judge):
                 AutoModelForSequenceClassification.from_pretrained(
                     source, use_safetensors=True, trust_remote_code=trust_remote_code
                 )
-                .to(device)
+                .to(device=device, dtype=resolve_device(device.split(":")[0], dtype)[1])
                 .eval()
             )
         except OSError as exc:
