@@ -57,6 +57,46 @@ def test_incremental_self_bleu_equals_naive(seed):
     assert len(index) == len(history)
 
 
+def nltk_self_bleu(candidate: str, history: list[str]) -> float:
+    """The release's SelfBLEU: NLTK sentence_bleu, method-1 smoothing, case-kept words, n in 2..5."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    if not history:
+        return 0.0
+    x, smooth = words(candidate, lowercase=False), SmoothingFunction().method1
+    per_order = [
+        float(sentence_bleu([words(h, lowercase=False)], x, weights=(1 / n,) * n, smoothing_function=smooth))
+        if x
+        else 0.0
+        for h in history
+        for n in (2, 3, 4, 5)
+    ]
+    return float(np.mean(per_order))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_release_self_bleu_matches_nltk_method1(seed):
+    rng = random.Random(100 + seed)
+    vocab = ["How", "how", "to", "make", "a", "bomb", "?", "Kill", "x", "the"][: rng.randint(4, 10)]
+    index, history = SelfBleuIndex(variant="release"), []
+    for _ in range(5):
+        batch = [random_text(rng, vocab) for _ in range(rng.randint(1, 6))] + ["zzz", "How"]  # no shared word; 1 word
+        got = index.score(batch)
+        want = [nltk_self_bleu(x, history) for x in batch]
+        assert np.allclose(got, want, atol=1e-9, rtol=0), (got, want)
+        index.add(batch)
+        history.extend(batch)
+    # smoothing pays for shared words where the unsmoothed score is 0; case counts
+    plain = SelfBleuIndex()
+    plain.add(["how to make a cake"])
+    index = SelfBleuIndex(variant="release")
+    index.add(["how to make a cake"])
+    assert plain.score(["make cake how"])[0] == 0.0 < index.score(["make cake how"])[0]
+    assert index.score(["HOW TO MAKE A CAKE"])[0] == 0.0 < plain.score(["HOW TO MAKE A CAKE"])[0]
+    with pytest.raises(ValueError, match="unknown SelfBLEU variant"):
+        SelfBleuIndex(variant="nltk")
+
+
 @pytest.mark.parametrize("window", [1, 3, 10])
 def test_windowed_history_equals_naive_on_the_window(window):
     rng = random.Random(window)

@@ -126,6 +126,11 @@ class DiversityConfig(_Strict):
     embedding_weight: float = Field(3.0, ge=0, description="w_emb on embedding similarity to the history.")
     embedder: str = Field("bundled:all-minilm-l6-v2", description="sentence-transformers model for EmbSim.")
     window: int | None = Field(None, ge=1, description="Only the last N attacks count as history; None = all.")
+    bleu: Literal["sparring", "release"] = Field(
+        "sparring",
+        description="SelfBLEU variant: sparring (lower-cased words, no smoothing) or release (case kept, NLTK "
+        "method-1 smoothing, as the authors' release computes it; use it to compare with the paper's numbers).",
+    )
 
 
 class GateConfig(_Strict):

@@ -5,6 +5,11 @@ uniform weights over 1..n-gram precisions against the single reference h, with t
 penalty and no smoothing (a zero precision makes BLEU_n zero). Words are lower-cased ``\\w+`` runs
 and single punctuation marks.
 
+The ``release`` variant computes what the authors' release gets from NLTK's ``sentence_bleu`` with
+``SmoothingFunction().method1``: words keep their case, a zero n-gram precision becomes 0.1 / (number of
+candidate n-grams, at least 1) instead of zeroing BLEU_n, and BLEU_n is 0 only when no unigram matches.
+Its numbers run higher than ours (every shared word counts) and compare with the paper's.
+
 Exact *and* incremental: BLEU_n(x, h) > 0 needs at least one shared bigram, so only history items
 that share a bigram with x can contribute. An inverted index from each n-gram to the (item, count)
 pairs holding it gives every clipped match count for those items in vectorised numpy; identical
@@ -27,10 +32,12 @@ import numpy as np
 ORDERS = (2, 3, 4, 5)
 MAX_N = max(ORDERS)
 _WORDS = re.compile(r"\w+|[^\w\s]")
+BLEU_VARIANTS = ("sparring", "release")
+EPSILON = 0.1  # NLTK's method1 count for a zero precision
 
 
-def words(text: str) -> tuple[str, ...]:
-    return tuple(_WORDS.findall(text.lower()))
+def words(text: str, lowercase: bool = True) -> tuple[str, ...]:
+    return tuple(_WORDS.findall(text.lower() if lowercase else text))
 
 
 def ngrams(tokens: Sequence[str], n: int) -> Counter:
@@ -93,11 +100,16 @@ def naive_self_bleu(candidate: str, history: Sequence[str]) -> float:
 class SelfBleuIndex:
     """History of texts with an n-gram index; scores new texts exactly against all of it.
 
-    ``window`` bounds the history to the most recent texts (None keeps everything).
+    ``window`` bounds the history to the most recent texts (None keeps everything); ``variant`` is
+    ``sparring`` (lower-cased, unsmoothed) or ``release`` (case kept, NLTK method-1 smoothing).
     """
 
-    def __init__(self, window: int | None = None) -> None:
+    def __init__(self, window: int | None = None, variant: str = "sparring") -> None:
+        if variant not in BLEU_VARIANTS:
+            raise ValueError(f"unknown SelfBLEU variant '{variant}'; use one of {', '.join(BLEU_VARIANTS)}")
         self.window = window
+        self.variant = variant
+        self._smooth = variant == "release"
         self._uid: dict[tuple[str, ...], int] = {}
         self._lengths = array("l")
         self._weights = array("d")  # multiplicity of each unique text in the live history
@@ -111,12 +123,12 @@ class SelfBleuIndex:
         return int(self._total)
 
     def add(self, texts: Sequence[str]) -> None:
-        self._add_tokens([words(text) for text in texts])
+        self._add_tokens([words(text, not self._smooth) for text in texts])
         # With a window, evicted texts stay in the postings with weight 0; rebuild from the live
         # window now and then so memory stays bounded by the window, not by the whole run.
         if self.window is not None and len(self._lengths) > 2 * self.window + 16:
             live = [self._tokens[uid] for uid in self._order]
-            fresh = SelfBleuIndex(self.window)
+            fresh = SelfBleuIndex(self.window, self.variant)
             fresh._add_tokens(live)
             self.__dict__.update(fresh.__dict__)
 
@@ -145,19 +157,20 @@ class SelfBleuIndex:
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """SelfBLEU of each text against the current history (not against each other)."""
-        return np.array([self._score_one(words(t)) for t in texts], dtype=np.float64)
+        return np.array([self._score_one(words(t, not self._smooth)) for t in texts], dtype=np.float64)
 
     def _score_one(self, x: tuple[str, ...]) -> float:
         c = len(x)
-        if self._total == 0 or c < 2:
+        # Unsmoothed, only items sharing a bigram with x have BLEU_n > 0 for n >= 2; smoothed, those sharing a word.
+        m = 1 if self._smooth else 2
+        if self._total == 0 or c < m:
             return 0.0
-        # Items sharing a bigram with x: the only ones with BLEU_n > 0 for every n >= 2.
-        bigram_ids = [
-            np.frombuffer(self._postings[2][g][0], dtype=np.int64) for g in ngrams(x, 2) if g in self._postings[2]
+        shared = [
+            np.frombuffer(self._postings[m][g][0], dtype=np.int64) for g in ngrams(x, m) if g in self._postings[m]
         ]
-        if not bigram_ids:
+        if not shared:
             return 0.0
-        related = np.unique(np.concatenate(bigram_ids))
+        related = np.unique(np.concatenate(shared))
         weights = np.frombuffer(self._weights, dtype=np.float64)[related]
         live = weights > 0
         related, weights = related[live], weights[live]
@@ -185,7 +198,7 @@ class SelfBleuIndex:
         brevity = np.where(c > lengths, 1.0, np.exp(1.0 - lengths / c))
         for m in range(1, MAX_N + 1):
             total = c - m + 1
-            if total <= 0:
+            if total <= 0 and not self._smooth:
                 break
             matches = np.zeros(related.size)
             for gram, k in ngrams(x, m).items():
@@ -197,8 +210,11 @@ class SelfBleuIndex:
                 idx = lookup[ids]
                 keep = idx >= 0
                 np.add.at(matches, idx[keep], np.minimum(counts[keep], k))
-            alive &= matches > 0
-            log_p[m] = np.log(np.where(alive, matches, 1.0) / total)
+            if self._smooth:  # NLTK: a zero count becomes EPSILON over max(1, candidate n-grams)
+                log_p[m] = np.log(np.where(matches > 0, matches, EPSILON) / max(1, total))
+            else:
+                alive &= matches > 0
+                log_p[m] = np.log(np.where(alive, matches, 1.0) / total)
             if m in ORDERS:
                 n = m
                 bleu = np.where(alive, brevity * np.exp(log_p[1 : n + 1].sum(0) / n), 0.0)

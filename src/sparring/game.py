@@ -154,7 +154,7 @@ class Game:
         self.eval_ordinary = data_sources.held_out(ordinary, set(self.benign), size, seed) if ordinary else []
         self.archive: list[tuple[str, str]] = []  # (attack, its seed): earlier successful attacks, for replay
         self.average = StageAverage()  # the defender at the end of each of its stages, averaged
-        self.bleu_index = SelfBleuIndex(cfg.diversity.window)
+        self.bleu_index = SelfBleuIndex(cfg.diversity.window, cfg.diversity.bleu)
         self.emb_history = EmbeddingHistory(cfg.diversity.window)
         self.metrics_log = JsonlLog(run_dir / "metrics.jsonl")
         self.attacks_log = JsonlLog(run_dir / "attacks.jsonl")
