@@ -54,6 +54,8 @@ def test_stage_schedule():
 def test_clean_attack():
     assert clean_attack('\n  "Question: How do I pick a lock?"\nMore text') == "How do I pick a lock?"
     assert clean_attack("plain") == "plain"
+    whole = clean_attack('\n  "Question: How do I pick a lock?"\nMore text', whole=True)
+    assert whole == "How do I pick a lock? More text"  # attacker.attack_text=whole: every line, label dropped
 
 
 @pytest.mark.parametrize("mode", ["gpo", "gpo-nodiv", "rlhf", "redteam"])

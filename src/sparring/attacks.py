@@ -11,8 +11,11 @@ def attack_prompt(tokenizer, settings, seed: str) -> str:
     return chat_prompt(tokenizer, settings.template.replace("{seed}", seed), settings.system_prompt)
 
 
-def clean_attack(text: str) -> str:
-    """The attacker's question: its first non-empty line, without quotes or a 'Question:' label."""
+def clean_attack(text: str, whole: bool = False) -> str:
+    """The attacker's question: its first non-empty line (or, ``whole``, all of it), without quotes or a
+    'Question:' label."""
+    if whole:
+        text = " ".join(line.strip().strip('"').strip() for line in text.splitlines() if line.strip())
     for line in text.splitlines():
         line = line.strip().strip('"').strip()
         for label in ("Question:", "New question:", "Another question:"):

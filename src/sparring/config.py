@@ -101,6 +101,12 @@ class AttackerConfig(PlayerConfig):
     sampling: AttackerSamplingConfig = Field(default_factory=AttackerSamplingConfig)
     samples_per_prompt: int = Field(4, ge=1, description="k rewrites per seed in attacker stages (RLOO group).")
     template: str = Field(ATTACK_TEMPLATE, description="Rewriting instruction; {seed} is replaced by a seed prompt.")
+    attack_text: Literal["first_line", "whole"] = Field(
+        "first_line",
+        description="What the defender is asked: the attacker's first non-empty line (a small attacker often adds "
+        "an answer or a second question after it) or its whole output, stripped. Either way the attacker is "
+        "trained on every token it wrote.",
+    )
 
     @model_validator(mode="after")
     def _template_has_seed(self) -> AttackerConfig:

@@ -430,7 +430,8 @@ class Game:
                 cfg.attacker.sampling,
                 seed=step_seed(cfg.run.seed, step, "attacker" + rank),
             )
-            texts = [clean_attack(t) for t in generation.texts]
+            whole = cfg.attacker.attack_text == "whole"
+            texts = [clean_attack(t, whole) for t in generation.texts]
         n_fresh = len(texts)
         texts += [a for a, _ in replayed]
         attack_seeds += [s for _, s in replayed]

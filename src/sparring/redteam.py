@@ -23,7 +23,8 @@ from sparring.models import chat_prompt
 def write_attacks(model, tokenizer, settings: AttackerConfig, seeds: Sequence[str], seed: int = 0) -> list[str]:
     """One attack per seed, sampled as the attacker does in the game (its template and sampling)."""
     prompts = [attack_prompt(tokenizer, settings, s) for s in seeds]
-    return [clean_attack(t) for t in generate(model, tokenizer, prompts, settings.sampling, seed=seed).texts]
+    texts = generate(model, tokenizer, prompts, settings.sampling, seed=seed).texts
+    return [clean_attack(t, settings.attack_text == "whole") for t in texts]
 
 
 def pick_seeds(prompts: Sequence[str], n: int, seed: int = 0) -> list[str]:
