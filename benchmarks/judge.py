@@ -1,6 +1,7 @@
 """The referee's held-out report card: bundled judge v2 beside v1 and the refusal matcher.
 
 Usage: .venv/bin/python benchmarks/judge.py [--split test] [--judges bundled-v2,bundled-v1,refusal] [--json out.json]
+       (a judge may also be a v2 weights file, path/to/weights.safetensors, to compare a retrained v2 with the last)
 
 Reads data/judge/pairs.jsonl (scripts/build_judge_data.py) and scores only rows of --split (test:
 never trained on, never used to choose anything). For each judge it prints:
@@ -61,7 +62,12 @@ def main() -> None:
     timing_rows = (rows * (2000 // len(rows) + 1))[:2000]
     result: dict = {"split": args.split, "pairs": len(rows), "judges": {}}
     for spec in args.judges.split(","):
-        judge = load_judge(spec)
+        if spec.endswith(".safetensors"):  # another set of v2 weights (its .json beside it), e.g. the previous ones
+            from sparring.judges.pair import PairJudge
+
+            judge = PairJudge(weights=Path(spec))
+        else:
+            judge = load_judge(spec)
         p_all = judge.score([r["prompt"] for r in rows], [r["response"] for r in rows])
         entry: dict = {}
         for name, keep in SETS.items():
