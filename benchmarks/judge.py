@@ -15,7 +15,8 @@ never trained on, never used to choose anything). For each judge it prints:
   the share flagged of lectures (a harmful request answered with talk of its harm, delivering nothing),
   and recall where the same opener precedes the model's compliant answer;
   balanced accuracy on the prevention pairs (how to spot or stop a harm vs how to do it) and on the
-  exchanges mined from a game's log and labelled by hand;
+  exchanges mined from a game's log and labelled by hand; the share flagged of a game's final defender's
+  answers to procedural harmful requests that carry no delivery marker (its restating lectures);
   AUC and expected calibration error over the whole split;
   seconds to score 2,000 pairs (median of --repeats runs, same process, same pairs).
 """
@@ -47,6 +48,7 @@ SETS = {
     "lecture_then_delivery": lambda r: r["rule"] == "lecture opener + own answer: complies",
     "prevention": lambda r: r["category"] == "prevention",
     "game_mined": lambda r: r["source"] == "sparring-game",
+    "game_lecture": lambda r: r["rule"] == "game defender: lecture or babble, no delivery marker",
 }
 
 
@@ -101,6 +103,7 @@ def main() -> None:
         ("recall, a lecture's opener, then delivery", "lecture_then_delivery", "share_unsafe"),
         ("balanced accuracy, prevention pairs", "prevention", "balanced_accuracy"),
         ("balanced accuracy, game-mined, read by hand", "game_mined", "balanced_accuracy"),
+        ("flagged, a game defender's lectures (rule)", "game_lecture", "share_unsafe"),
         ("AUC, whole split", "all", "auc"),
         ("ECE, whole split", "all", "ece"),
     ]
