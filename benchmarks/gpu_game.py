@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--decoder", default="auto", choices=["auto", "dynamic", "static"])
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--embedder", default=None, help="sentence-transformers folder for EmbSim (default: bundled).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the result here.")
     ap.add_argument(
         "--profile",
@@ -62,7 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="A config override on top of the benchmark's (e.g. data.seeds_per_step=32); repeatable.",
+        help="A config override on top of the benchmark's (e.g. data.seeds_per_step=32, or diversity.embedder=DIR "
+        "where the bundled MiniLM is not installed); repeatable.",
     )
     ap.add_argument("--prompts", type=Path, default=None,
                     help="Folder with seeds.txt, benign.txt, eval_harmful.txt and eval_benign.txt (one prompt a "
@@ -83,8 +83,6 @@ def main(argv: list[str] | None = None) -> dict:
             overrides += [f"{role}.model.spec={player}", f"{role}.model.device={args.device}",
                           f"{role}.model.dtype={dtype}", f"{role}.sampling.max_new_tokens={args.new_tokens}",
                           f"{role}.sampling.decoder={args.decoder}"]  # fmt: skip
-        if args.embedder:
-            overrides.append(f"diversity.embedder={args.embedder}")
         if args.prompts:
             overrides += [f"data.{key}={args.prompts / name}.txt" for key, name in (
                 ("harmful_seeds", "seeds"), ("benign", "benign"), ("eval_harmful", "eval_harmful"),

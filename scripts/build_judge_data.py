@@ -171,14 +171,22 @@ def requests() -> list[dict]:
     return unique
 
 
+def read_cache(path: Path, field: str) -> dict[str, str]:
+    """A generation cache (one JSON row per prompt) as prompt -> ``field``; empty if not written yet."""
+    if not path.exists():
+        return {}
+    return {row["prompt"]: row[field] for row in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+
+
+def prompt_hash(prompt: str) -> int:
+    """A stable hash of a request (sha256), for choices that every rebuild must repeat."""
+    return int(hashlib.sha256(prompt.encode()).hexdigest(), 16)
+
+
 def continuations(path: Path, field: str, prompts: list[str], tokens: int, opener=None) -> dict[str, str]:
     """SmolLM2's greedy continuation (``tokens`` new tokens) of each prompt's chat turn -- after
     ``opener(prompt)`` as the start of the answer, when given -- cached by prompt in ``path`` under ``field``."""
-    cache: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            cache[row["prompt"]] = row[field]
+    cache = read_cache(path, field)
     todo = sorted((p for p in prompts if p not in cache), key=len)  # similar lengths batch together
     if todo:
         from sparring.generation import SamplingConfig, generate
@@ -208,12 +216,8 @@ def generate_answers(prompts: list[str]) -> dict[str, str]:
 def game_defender_answers(prompts: list[str], run: Path | None) -> dict[str, str]:
     """Answers of a game's final defender, sampled with the game's own settings (seed 0), cached in
     GAME_ANSWERS; only prompts with an sha256 divisible by 3 are asked. Without ``run`` the cache alone."""
-    cache = {}
-    if GAME_ANSWERS.exists():
-        cache = {
-            r["prompt"]: r["answer"] for r in map(json.loads, GAME_ANSWERS.read_text(encoding="utf-8").splitlines())
-        }
-    wanted = [p for p in prompts if int(hashlib.sha256(p.encode()).hexdigest(), 16) % 3 == 0]
+    cache = read_cache(GAME_ANSWERS, "answer")
+    wanted = [p for p in prompts if prompt_hash(p) % 3 == 0]
     todo = sorted({p for p in wanted if p not in cache}, key=len)
     if todo and run is not None:
         from sparring.config import load_config
@@ -237,7 +241,7 @@ def game_defender_answers(prompts: list[str], run: Path | None) -> dict[str, str
 
 def opener_for(prompt: str) -> str:
     """A lecture opener chosen by a hash of the request, so every rebuild picks the same one."""
-    return LECTURE_OPENERS[int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % len(LECTURE_OPENERS)]
+    return LECTURE_OPENERS[prompt_hash(prompt) % len(LECTURE_OPENERS)]
 
 
 def generate_lectures(prompts: list[str]) -> dict[str, str]:

@@ -44,7 +44,8 @@ def _pop(options: dict[str, str], key: str, cast, default, spec: str):
 
 
 def judge_dtype(options: dict[str, str], device: str) -> str:
-    """The weight dtype a model judge's spec asks for; auto = bf16 on a bf16-capable GPU, else fp32."""
+    """The weight dtype a model judge's spec asks for; auto = bf16 on a bf16-capable GPU, else fp32.
+    ``device`` is a kind: cpu, cuda or auto."""
     import torch
 
     dtype = options.pop("dtype", "auto")
@@ -52,7 +53,7 @@ def judge_dtype(options: dict[str, str], device: str) -> str:
         raise SparringError(f"unknown judge dtype '{dtype}'", hint="use auto, fp32, bf16 or fp16")
     if dtype != "auto":
         return dtype
-    on_gpu = (device in ("cuda", "auto") and torch.cuda.is_available()) or device.startswith("cuda:")
+    on_gpu = device in ("cuda", "auto") and torch.cuda.is_available()
     return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
 
 
@@ -72,13 +73,13 @@ def load_judge(spec: str, device: str = "cpu", threshold: float = 0.5) -> Judge:
         judge = BundledJudge(device=device)
     elif kind in ("guard", "reward", "remote") and rest:
         target, options = _split(rest)
+        placement = device.split(":")[0]  # ModelConfig places by kind; the game passes its defender's "cuda:0"
         if kind == "guard":
             from sparring.judges.guard import GuardJudge
             from sparring.models import ModelConfig, load_model
 
             judge = GuardJudge(
-                # ModelConfig places by kind ("cuda"), the game passes its defender's device ("cuda:0")
-                load_model(ModelConfig(spec=target, device=device.split(":")[0], dtype=judge_dtype(options, device))),
+                load_model(ModelConfig(spec=target, device=placement, dtype=judge_dtype(options, placement))),
                 template=options.pop("template", "llama-guard-3"),
                 safe_token=options.pop("safe", "safe"),
                 unsafe_token=options.pop("unsafe", "unsafe"),
@@ -86,13 +87,14 @@ def load_judge(spec: str, device: str = "cpu", threshold: float = 0.5) -> Judge:
             )
         elif kind == "reward":
             from sparring.judges.classifier import ClassifierJudge
+            from sparring.models import resolve_device
 
             judge = ClassifierJudge(
                 target,
                 mapping=options.pop("mapping", "sigmoid-reward"),
                 offset=_pop(options, "offset", float, 0.0, spec),
                 device=device,
-                dtype=judge_dtype(options, device),
+                dtype=resolve_device(placement, judge_dtype(options, placement))[1],
             )
         else:
             from sparring.judges.remote import RemoteJudge

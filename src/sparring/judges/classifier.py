@@ -10,7 +10,6 @@ import torch
 
 from sparring.errors import SparringError
 from sparring.judges.base import Judge, encoded_batches
-from sparring.models import resolve_device
 
 MAPPINGS = ("sigmoid-reward", "sigmoid-cost", "softmax:K")
 
@@ -31,7 +30,7 @@ class ClassifierJudge(Judge):
         mapping: str = "sigmoid-reward",
         offset: float = 0.0,
         device: str = "cpu",
-        dtype: str = "fp32",
+        dtype: torch.dtype = torch.float32,
         batch_size: int = 16,
         max_length: int = 1024,
         trust_remote_code: bool = False,
@@ -52,7 +51,7 @@ class ClassifierJudge(Judge):
                 AutoModelForSequenceClassification.from_pretrained(
                     source, use_safetensors=True, trust_remote_code=trust_remote_code
                 )
-                .to(device=device, dtype=resolve_device(device.split(":")[0], dtype)[1])
+                .to(device=device, dtype=dtype)
                 .eval()
             )
         except OSError as exc:
