@@ -112,7 +112,12 @@ REPLAYING = ["gate.enabled=false", "schedule.defender_steps=1", "schedule.attack
 ANCHORED = ["defender.rl.anchor_coef=1.0", "warmup.min_answer_words=1"]  # the tiny model's babble has few spaces
 
 
-@pytest.mark.parametrize("extra", [[], REPLAYING, ANCHORED], ids=["default", "replaying", "anchored"])
+SHARED = ["shared_base=true"]
+
+
+@pytest.mark.parametrize(
+    "extra", [[], REPLAYING, ANCHORED, SHARED], ids=["default", "replaying", "anchored", "shared-base"]
+)
 def test_resume_continues_exactly(tmp_path, extra):
     cfg = tiny_config(tmp_path, "run.name=straight", *extra)
     straight = Game(cfg, tmp_path / "straight")
@@ -173,6 +178,41 @@ def test_the_averaged_defender_is_evaluated_and_loadable(tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_a_shared_base_plays_the_same_game_with_the_base_loaded_once(tmp_path):
+    """shared_base: both players are adapters on one model, each over its frozen warm-up adapter. Same seeds,
+    same game: the weights, the evaluations and the averaged defender match a game with a model per player
+    (to float rounding: stacked adapters in place of a merged warm-up), and its run reads back like any other."""
+    from sparring.runs import load_run_player
+
+    alternating = ["schedule.defender_steps=1", "schedule.attacker_steps=1"]  # D A D A: two defender stage ends
+    own = Game(tiny_config(tmp_path, "run.name=own", *alternating), tmp_path / "own")
+    own.play()
+    shared = Game(tiny_config(tmp_path, "run.name=shared", "shared_base=true", *alternating), tmp_path / "shared")
+    shared.play()
+    assert shared.attacker._model is shared.defender._model and own.attacker._model is not own.defender._model
+    assert set(shared.defender._model.peft_config) == {"attacker", "attacker_warmup", "defender", "defender_warmup"}
+    name = lambda key: key.replace(".default.", ".").replace(".attacker.", ".").replace(".defender.", ".")  # noqa: E731
+    a = {name(k): v for k, v in player_weights(own).items()}
+    b = {name(k): v for k, v in player_weights(shared).items()}
+    assert a.keys() == b.keys() and len(a) > 0
+    moved = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert moved < 1e-4, moved  # at lr 1e-2 the adapters' weights reach ~0.1
+    evals = [json.loads((tmp_path / run / "eval.json").read_text()) for run in ("own", "shared")]
+    assert evals[0]["end_averaged"]["asr"] == evals[1]["end_averaged"]["asr"]
+    assert evals[0]["end"]["over_refusal"] == evals[1]["end"]["over_refusal"]
+    ids = torch.tensor([[5, 17, 40, 99, 3, 250]])
+    for averaged in (False, True):
+        loaded = [load_run_player(tmp_path / run, "defender", averaged=averaged).model for run in ("own", "shared")]
+        with torch.no_grad():
+            logits = [m(input_ids=ids).logits for m in loaded]
+        assert torch.allclose(logits[0], logits[1], atol=1e-4), averaged
+    # the warm-up adapter is frozen, the player's own trains
+    frozen = [p for n, p in shared.defender._model.named_parameters() if ".defender_warmup." in n]
+    shared.defender.model  # noqa: B018 (reading it puts the defender's adapters in charge)
+    assert frozen and not any(p.requires_grad for p in frozen)
+    assert all(p.requires_grad for p in shared.defender._policy_params())
+
+
 def test_defender_steps_replay_earlier_successful_attacks(tmp_path):
     """With the refusal matcher as judge a tiny model's babble always 'succeeds', so the archive fills
     from step 0 and every later defender step replays half its attacks from it."""
@@ -223,6 +263,9 @@ def test_resume_refuses_settings_the_checkpoint_would_undo_and_records_the_ones_
         (["attacker.template=no placeholder"], "attacker.template must contain {seed}"),
         (["schedule.steps"], "bad override 'schedule.steps'"),
         (["defender.rl.algo=dpo"], "defender.rl.algo"),
+        (["shared_base=true", "defender.model.lora=null"], "shared_base needs both players as LoRA adapters"),
+        (["shared_base=true", "defender.model.lora=null"], "but defender.model.lora is null"),
+        (["shared_base=true", "attacker.model.dtype=bf16"], "but the players' model.dtype differ"),
     ],
 )
 def test_config_errors_name_the_field(overrides, message):

@@ -79,3 +79,18 @@ def test_a_guard_judge_is_planned_in_the_dtype_it_will_load(tmp_path):
         6_738_415_616 * 4
     )
 
+
+
+def test_a_shared_base_counts_the_base_once_and_the_lora_preset_fits_one_gpu(tmp_path):
+    seven = _seven_b(tmp_path)
+    preset = str(Path(__file__).resolve().parents[1] / "configs" / "paper-7b-lora.yaml")
+    shapes = [f"attacker.model.spec={seven}", f"defender.model.spec={seven}", f"judge.spec=guard:{seven}"]
+    shared = load_config(Path(preset), shapes)
+    assert shared.shared_base
+    apart = load_config(Path(preset), [*shapes, "shared_base=false"])
+    parts = {line.part: line.bytes for line in plan(shared)}
+    assert parts["attacker: weights"] == 0 and parts["defender: weights"] == 6_738_415_616 * 2
+    assert totals(plan(apart))["cuda"] - totals(plan(shared))["cuda"] == 6_738_415_616 * 2
+    assert totals(plan(shared))["cuda"] < 40 * 2**30  # with a 7B-shape guard in bf16 beside the players
+    warmed = {line.part for line in plan(load_config(None, ["shared_base=true"]))}
+    assert {"defender: frozen warm-up adapter", "attacker: frozen warm-up adapter"} <= warmed

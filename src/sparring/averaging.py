@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -50,12 +50,12 @@ class StageAverage:
         self.mean: dict[str, torch.Tensor] = {}  # full fine-tuning: running mean of the trained weights
         self.count = 0
 
-    def add(self, model: torch.nn.Module) -> None:
-        """Record the model as it is now (call at the end of each defender stage)."""
+    def add(self, model: torch.nn.Module, adapter: str = "default") -> None:
+        """Record the model (its LoRA ``adapter``) as it is now (call at the end of each defender stage)."""
         if is_lora(model):
             from peft import get_peft_model_state_dict
 
-            state = get_peft_model_state_dict(model)
+            state = get_peft_model_state_dict(model, adapter_name=adapter)
             self.snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in state.items()})
         else:
             n = self.count + 1
@@ -121,15 +121,21 @@ class StageAverage:
                 weights[key] = torch.stack([p.float() for p in parts]).mean(0).to(parts[0].dtype)
         return averaged, weights
 
-    def apply(self, model: torch.nn.Module) -> None:
-        """Make ``model`` the averaged defender for good (loading a run's averaged player)."""
+    def apply(
+        self, model: torch.nn.Module, adapter: str = "default", under: tuple[str, ...] = (),
+        frozen: Iterable[torch.Tensor] = (),
+    ) -> None:  # fmt: skip
+        """Make ``model`` the averaged defender for good (loading a run's averaged player): the average of
+        ``adapter``'s stage ends, over the frozen adapters ``under`` where it has them (a shared base)."""
         if is_lora(model):
             from peft import set_peft_model_state_dict
 
-            config, weights = self.adapter(model.peft_config["default"])
+            from sparring.models import activate_adapters
+
+            config, weights = self.adapter(model.peft_config[adapter])
             model.add_adapter(AVERAGED, config)
             set_peft_model_state_dict(model, weights, adapter_name=AVERAGED)
-            model.set_adapter(AVERAGED)
+            activate_adapters(model, (*under, AVERAGED), frozen)
         else:
             with torch.no_grad():
                 for name, p in model.named_parameters():
@@ -137,15 +143,20 @@ class StageAverage:
                         p.copy_(_like(self.mean[name], p).to(p.dtype))
 
     @contextlib.contextmanager
-    def applied(self, model: torch.nn.Module) -> Iterator[None]:
+    def applied(
+        self, model: torch.nn.Module, adapter: str = "default", under: tuple[str, ...] = (),
+        frozen: Iterable[torch.Tensor] = (),
+    ) -> Iterator[None]:  # fmt: skip
         """The averaged weights for the duration of the block (an evaluation), then the last iterate again."""
         if is_lora(model):
-            active = model.active_adapter
-            self.apply(model)
+            from sparring.models import activate_adapters
+
+            active = tuple(model.base_model.active_adapters)
+            self.apply(model, adapter, under, frozen)
             try:
                 yield
             finally:
-                model.set_adapter(active)
+                activate_adapters(model, active, frozen)
                 model.delete_adapter(AVERAGED)
         else:
             saved = {n: p.detach().clone() for n, p in model.named_parameters() if n in self.mean}

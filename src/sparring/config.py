@@ -274,6 +274,34 @@ class GameConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    shared_base: bool = Field(
+        False,
+        description="Load the base model once and keep both players on it as LoRA adapters (shared_base.py): the "
+        "players' weights cost one model's memory instead of two. Each player's reference is its frozen warm-up "
+        "adapter (or the adapters off). Needs both players LoRA on the same model (spec, dtype, device) with the "
+        "same gradient_checkpointing, and neither started from another run (init_from).",
+    )
+
+    @model_validator(mode="after")
+    def _base_can_be_shared(self) -> GameConfig:
+        """Both players must be adapters on the same model for one base to serve them."""
+        if not self.shared_base or self.mode == "rlhf":  # rlhf has one player: nothing to share
+            return self
+        a, d = self.attacker, self.defender
+        same = ("spec", "dtype", "device", "trust_remote_code")
+        problems = [
+            *(f"{role}.model.lora is null" for role, p in (("attacker", a), ("defender", d)) if p.model.lora is None),
+            *(f"the players' model.{k} differ" for k in same if getattr(a.model, k) != getattr(d.model, k)),
+            *(f"{role}.init_from is set" for role, p in (("attacker", a), ("defender", d)) if p.init_from is not None),
+        ]
+        if a.rl.gradient_checkpointing != d.rl.gradient_checkpointing:
+            problems.append("the players' rl.gradient_checkpointing differ (the shared model has one setting)")
+        if problems:
+            raise ValueError(
+                f"shared_base needs both players as LoRA adapters on one model, but {problems[0]}; "
+                "set shared_base=false or make the players match"
+            )
+        return self
 
     @model_validator(mode="after")
     def _anchor_has_answers(self) -> GameConfig:

@@ -57,6 +57,7 @@ from sparring.runlog import (
 )
 from sparring.runs import frozen_start, player_model, release_memory, summarise
 from sparring.sft import sft
+from sparring.shared_base import SharedBase
 
 
 class Interrupted(SparringError):
@@ -132,6 +133,8 @@ class Game:
         self.dist.barrier()
         cfg = config
         self.emit("status", {"text": "loading players"})
+        sharing = cfg.shared_base and cfg.mode != "rlhf"
+        self.shared = SharedBase(cfg.defender.model) if sharing else None  # one base model under both adapters
         self.attacker = self._build("attacker") if cfg.mode != "rlhf" else None
         self.defender = self._build("defender")
         self.emit("status", {"text": f"loading judge {cfg.judge.spec}"})
@@ -168,8 +171,12 @@ class Game:
         warmed = (self.run_dir / "warmup" / role / "complete.json").exists()
         torch.manual_seed(step_seed(self.config.run.seed, 0, f"init/{role}/{warmed}"))
         settings = getattr(self.config, role)
+        adapter, under = None, ()
         if settings.init_from is not None:
             model, tokenizer = frozen_start(settings, role)
+        elif self.shared is not None:
+            warm = self.run_dir / "warmup" / role
+            model, tokenizer, adapter, under = self.shared.player(role, settings.model.lora, warm)
         else:
             model, tokenizer = player_model(settings, self.run_dir / "warmup" / role)
         critic = None
@@ -177,7 +184,10 @@ class Game:
             critic = load_model(
                 settings.model.model_copy(update={"spec": settings.rl.critic_model, "lora": None})
             ).model
-        player = Player(model, tokenizer, settings.rl, settings.sampling.temperature, critic=critic, dist=self.dist)
+        player = Player(
+            model, tokenizer, settings.rl, settings.sampling.temperature, critic=critic, dist=self.dist,
+            adapter=adapter, under=under,
+        )  # fmt: skip
         anchor = self.run_dir / "warmup" / role / ANCHOR_FILE
         if anchor.exists():
             player.anchor = [(r["prompt"], r["answer"]) for r in read_jsonl(anchor)]
@@ -222,7 +232,7 @@ class Game:
                 result = self.step(step)
                 stage_ends = step + 1 == cfg.schedule.steps or cfg.stage(step + 1) != cfg.stage(step)
                 if stage_ends and cfg.stage(step) == "defender":
-                    self.average.add(self.defender.model)
+                    self.average.add(self.defender.model, self.defender.adapter_name)
                 if cfg.run.stage_eval_size and stage_ends:
                     result.metrics.update(self.stage_eval())
                 if self.dist.is_main:
@@ -252,7 +262,7 @@ class Game:
                 evals["end"] = self.evaluate("end")
                 self._write_eval(evals)
             if cfg.run.eval_at_end and self.average.count >= 2 and "end_averaged" not in evals:
-                with self.average.applied(self.defender.model):  # one stage end: the average is the last iterate
+                with self.defender.averaged(self.average):  # one stage end: the average is the last iterate
                     evals["end_averaged"] = self.evaluate("end_averaged")
                 self._write_eval(evals)
         if self.dist.is_main:

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -349,11 +350,11 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def add_lora(model: PreTrainedModel, settings: LoraSettings) -> PreTrainedModel:
-    """Wrap a model with a fresh PEFT LoRA adapter; `model.disable_adapter()` gives the base back."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(settings: LoraSettings):
+    """PEFT's LoraConfig for these settings."""
+    from peft import LoraConfig
 
-    lora = LoraConfig(
+    return LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
@@ -361,12 +362,31 @@ def add_lora(model: PreTrainedModel, settings: LoraSettings) -> PreTrainedModel:
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def add_lora(model: PreTrainedModel, settings: LoraSettings, name: str = "default") -> PreTrainedModel:
+    """A fresh PEFT LoRA adapter ``name``: the model wrapped (a plain model) or the adapter added beside the
+    ones it has (a PEFT model); `model.disable_adapter()` gives the base back."""
+    from peft import get_peft_model
+
     try:
-        return get_peft_model(model, lora)
+        if hasattr(model, "peft_config"):
+            model.add_adapter(name, lora_config(settings))
+            return model
+        return get_peft_model(model, lora_config(settings), adapter_name=name)
     except ValueError as exc:
         raise SparringError(
             f"cannot add LoRA: {exc}", hint="check lora.target_modules names modules of this model"
         ) from exc
+
+
+def activate_adapters(model, names: tuple[str, ...], frozen: Iterable[torch.Tensor] = ()) -> None:
+    """Make ``names`` the adapters a PEFT model runs (their outputs add up) and keep ``frozen`` parameters
+    frozen: PEFT marks every active adapter trainable."""
+    model.base_model.set_adapter(list(names))
+    model.active_adapter = names[-1]  # PeftModel's own record (it reads that adapter's config), as set_adapter keeps it
+    for p in frozen:
+        p.requires_grad_(False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,11 +426,11 @@ def load_adapter(model: PreTrainedModel, path: str | Path, trainable: bool = Fal
     return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
 
 
-def restore_weights(model, folder: Path) -> None:
-    """Load a checkpoint's trained weights (a PEFT adapter or a full model) into ``model``."""
+def restore_weights(model, folder: Path, adapter: str = "default") -> None:
+    """Load a checkpoint's trained weights (a PEFT adapter, into ``adapter``, or a full model) into ``model``."""
     from peft import set_peft_model_state_dict
 
     if (folder / "adapter_model.safetensors").exists():
-        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")), adapter_name=adapter)
     else:
         model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)

@@ -173,8 +173,19 @@ def plan(cfg: GameConfig, prompt_tokens: int = 128, processes: int = 1) -> list[
                          d.seeds_per_step + d.benign_per_step, cfg.defender.samples_per_prompt, processes)  # fmt: skip
     if cfg.mode not in ("rlhf",):
         attacker_prompt = prompt_tokens + 64  # the rewriting template around a seed
-        lines += player_lines("attacker", cfg.attacker, attacker_prompt, d.attacker_seeds_per_step,
-                              cfg.attacker.samples_per_prompt, processes)  # fmt: skip
+        attacker = player_lines("attacker", cfg.attacker, attacker_prompt, d.attacker_seeds_per_step,
+                                cfg.attacker.samples_per_prompt, processes)  # fmt: skip
+        if cfg.shared_base:  # one base under both adapters (shared_base.py); each warm-up stays as a frozen adapter
+            shared = Line(attacker[0].device, "attacker: weights", 0, "shared with the defender (shared_base)")
+            attacker = [shared if line.part == "attacker: weights" else line for line in attacker]
+            m = cfg.defender.model
+            adapter = shape(m.spec, (m.lora.rank,), m.trust_remote_code).lora_params[m.lora.rank] if m.lora else 0
+            warmed = [
+                r for r, n in (("defender", cfg.warmup.defender_steps), ("attacker", cfg.warmup.attacker_steps)) if n
+            ]
+            lines += [Line(_device(m.device), f"{r}: frozen warm-up adapter", adapter * 4,
+                           f"{adapter / 1e6:,.2f}M params x 4 B, fp32") for r in warmed]  # fmt: skip
+        lines += attacker
     spec = cfg.judge.spec
     if spec.startswith("guard:") or spec.startswith("reward:"):
         target, _, query = spec.split(":", 1)[1].partition("?")

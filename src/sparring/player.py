@@ -23,10 +23,11 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sparring import rl, sharding
+from sparring.averaging import AVERAGED, StageAverage
 from sparring.distributed import Distributed
 from sparring.errors import SparringError
 from sparring.generation import Generation, cache_kwarg, prefill, prompt_groups
-from sparring.models import restore_weights
+from sparring.models import activate_adapters, restore_weights
 from sparring.precision import MasterWeights
 from sparring.runlog import (
     optimizer_from_files,
@@ -167,8 +168,16 @@ class Player:
         temperature: float = 1.0,
         critic: PreTrainedModel | None = None,
         dist: Distributed | None = None,
+        adapter: str | None = None,
+        under: tuple[str, ...] = (),
     ) -> None:
-        self.model = model
+        # On a base shared with the other player (shared_base.py) this player is its adapter ``adapter`` over
+        # the frozen adapters ``under`` (its warm-up), which are also its reference; None: the model is its own.
+        self._model = model
+        self.adapter = adapter
+        self.under = under
+        self._policy_adapters = (*under, adapter) if adapter is not None else ()
+        self._frozen = [p for n, p in model.named_parameters() if any(f".{a}." in n for a in under)]
         self.dist = dist or Distributed()  # data parallelism: gradients averaged over processes
         # PPO's values come from a head on the policy's last hidden state, or on a separate critic model's.
         self.critic = critic if config.algo == "ppo" else None
@@ -192,7 +201,7 @@ class Player:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        trainable = self._policy_params()
         masters = config.master_weights == "fp32" and MasterWeights.needed(trainable) and not self.sharded
         self.masters = MasterWeights(trainable) if masters else None  # sharded parameters are fp32 masters already
         groups = [{"params": self.masters.params_for_optimizer if self.masters else trainable, "lr": config.lr}]
@@ -203,6 +212,36 @@ class Player:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, rl.lr_lambda(config.schedule, config.warmup_steps)
         )
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The policy. On a shared base, reading it puts this player's adapters in charge of the model."""
+        if self.adapter is not None:
+            activate_adapters(self._model, self._policy_adapters, self._frozen)
+        return self._model
+
+    @property
+    def adapter_name(self) -> str:
+        """The name of the adapter this player trains (PEFT's 'default' on a model of its own)."""
+        return self.adapter or "default"
+
+    def _policy_params(self) -> list[nn.Parameter]:
+        """The policy's trained parameters: its adapter's on a shared base, else every one that needs a gradient."""
+        if self.adapter is not None:
+            return [p for n, p in self._model.named_parameters() if f".{self.adapter}." in n]
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def averaged(self, average: StageAverage):
+        """The averaged weights in charge for the block (an evaluation), then the last iterate again."""
+        with average.applied(self.model, self.adapter_name, self.under, self._frozen):
+            policy = self._policy_adapters
+            if self.adapter is not None:
+                self._policy_adapters = (*self.under, AVERAGED)
+            try:
+                yield
+            finally:
+                self._policy_adapters = policy
 
     def _shard(self) -> None:
         """FSDP2 over the launched processes: policy, critic and value head with fp32 masters, the frozen
@@ -323,12 +362,19 @@ class Player:
 
     @contextlib.contextmanager
     def reference_model(self):
-        """The frozen initial policy: the adapter disabled (LoRA) or the frozen copy."""
+        """The frozen initial policy: the frozen copy (full fine-tuning), the warm-up adapters alone (a shared
+        base after a warm-up), or the adapter disabled (LoRA)."""
         if self.reference is not None:
             yield self.reference
+        elif self.under:
+            activate_adapters(self._model, self.under, self._frozen)
+            try:
+                yield self._model
+            finally:
+                activate_adapters(self._model, self._policy_adapters, self._frozen)
         else:
             with self.model.disable_adapter():
-                yield self.model
+                yield self._model
 
     @torch.no_grad()
     def make_batch(self, generation: Generation, scores: torch.Tensor, group_size: int = 1) -> RolloutBatch:
@@ -523,8 +569,16 @@ class Player:
         return sharding.gather_model(modules), sharding.gather_optimizer(modules, self.optimizer)
 
     def save_model(self, folder: Path, gathered: tuple[dict, dict | None] | None = None) -> None:
-        """The policy as a Hugging Face directory (adapter or full weights); a sharded player's from ``gather``."""
-        if gathered is None:
+        """The policy as a Hugging Face directory (adapter or full weights); a sharded player's from ``gather``.
+        On a shared base, its own adapter alone, laid out as a model of its own would write it."""
+        if self.adapter is not None:
+            from peft import get_peft_model_state_dict
+
+            folder.mkdir(parents=True, exist_ok=True)
+            state = get_peft_model_state_dict(self._model, adapter_name=self.adapter)
+            save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "adapter_model.safetensors"))
+            self._model.peft_config[self.adapter].save_pretrained(str(folder))
+        elif gathered is None:
             self.model.save_pretrained(folder, safe_serialization=True)
         else:
             policy = {k.removeprefix("policy."): v for k, v in gathered[0].items() if k.startswith("policy.")}
@@ -579,7 +633,7 @@ class Player:
                 sharding.load_optimizer(modules, self.optimizer, optimizer)
             self._load_schedule(folder)
             return
-        restore_weights(self.model, folder)
+        restore_weights(self._model, folder, self.adapter_name)
         if self.value_head is not None:
             self.value_head.load_state_dict(load_file(str(folder / "value_head.safetensors")))
         if self.critic is not None:
@@ -602,7 +656,8 @@ class Player:
         where no rank holds them whole (and FSDP keeps the shards consistent by construction)."""
         if self.sharded:
             return {}
-        state = {f"policy.{n}": p.detach() for n, p in self.model.named_parameters() if p.requires_grad}
+        names = {id(p) for p in self._policy_params()}
+        state = {f"policy.{n}": p.detach() for n, p in self._model.named_parameters() if id(p) in names}
         if self.value_head is not None:
             state.update({f"value_head.{n}": p.detach() for n, p in self.value_head.named_parameters()})
         if self.critic is not None:
