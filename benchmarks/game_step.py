@@ -28,6 +28,7 @@ PHASES = ["attacker_generation", "defender_generation", "judge", "diversity", "g
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8, help="Game steps: half defender, half attacker.")
+    ap.add_argument("--json", type=Path, help="Also write the medians and the peak RSS to this file.")
     ap.add_argument("overrides", nargs="*", help="Dotted config overrides.")
     args = ap.parse_args()
     half = max(1, args.steps // 2)
@@ -52,16 +53,20 @@ def main() -> None:
         metrics = [json.loads(line) for line in (Path(folder) / "bench" / "metrics.jsonl").read_text().splitlines()]
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     print(f"{len(metrics)} steps in {wall:.0f} s wall (warm-up and evaluations included)")
+    report: dict = {"wall_s": wall, "peak_rss_gb": peak_gb, "stages": {}}
     for stage in ("defender", "attacker"):
         rows = [m for m in metrics if m["stage"] == stage]
         if not rows:
             continue
         medians = {p: statistics.median(m.get(f"time_{p}", 0.0) for m in rows) for p in PHASES}
         total = sum(medians.values())
+        report["stages"][stage] = {"median_step_s": total, **{f"{p}_s": v for p, v in medians.items()}}
         print(f"{stage} stage ({len(rows)} steps), median step {total:.1f} s:")
         for phase, seconds in sorted(medians.items(), key=lambda kv: -kv[1]):
             print(f"  {phase:<20} {seconds:7.2f} s  {seconds / total:6.1%}")
     print(f"peak RSS {peak_gb:.2f} GB = {peak_gb / 6:.2f} x the 6 GB target")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
