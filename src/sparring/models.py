@@ -382,7 +382,10 @@ def add_lora(model: PreTrainedModel, settings: LoraSettings, name: str = "defaul
 
 def activate_adapters(model, names: tuple[str, ...], frozen: Iterable[torch.Tensor] = ()) -> None:
     """Make ``names`` the adapters a PEFT model runs (their outputs add up) and keep ``frozen`` parameters
-    frozen: PEFT marks every active adapter trainable."""
+    frozen: PEFT marks every active adapter trainable. A no-op when they already are (a call walks every module)."""
+    frozen = list(frozen)
+    if list(model.base_model.active_adapters) == list(names) and not any(p.requires_grad for p in frozen):
+        return
     model.base_model.set_adapter(list(names))
     model.active_adapter = names[-1]  # PeftModel's own record (it reads that adapter's config), as set_adapter keeps it
     for p in frozen:
