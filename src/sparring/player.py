@@ -2,7 +2,8 @@
 
 Read top to bottom: ``make_batch`` turns a generation and its scores into a ``RolloutBatch``
 (reference log-probs, values); ``update`` runs PPO or the critic-free estimator on it. With LoRA
-the reference policy is the same weights with the adapter switched off, so it costs no memory.
+the reference policy is the same weights with the adapter switched off, so it costs no memory; on a
+base shared with the other player (shared_base.py) it is the player's frozen warm-up adapter alone.
 """
 
 from __future__ import annotations
