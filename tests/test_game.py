@@ -210,7 +210,7 @@ def test_a_shared_base_plays_the_same_game_with_the_base_loaded_once(tmp_path):
     frozen = [p for n, p in shared.defender._model.named_parameters() if ".defender_warmup." in n]
     shared.defender.model  # noqa: B018 (reading it puts the defender's adapters in charge)
     assert frozen and not any(p.requires_grad for p in frozen)
-    assert all(p.requires_grad for p in shared.defender._policy_params())
+    assert all(p.requires_grad for _, p in shared.defender._policy_named_params())
 
 
 def test_defender_steps_replay_earlier_successful_attacks(tmp_path):

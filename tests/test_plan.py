@@ -80,7 +80,6 @@ def test_a_guard_judge_is_planned_in_the_dtype_it_will_load(tmp_path):
     )
 
 
-
 def test_a_shared_base_counts_the_base_once_and_the_lora_preset_fits_one_gpu(tmp_path):
     seven = _seven_b(tmp_path)
     preset = str(Path(__file__).resolve().parents[1] / "configs" / "paper-7b-lora.yaml")

@@ -364,16 +364,18 @@ def lora_config(settings: LoraSettings):
     )
 
 
-def add_lora(model: PreTrainedModel, settings: LoraSettings, name: str = "default") -> PreTrainedModel:
-    """A fresh PEFT LoRA adapter ``name``: the model wrapped (a plain model) or the adapter added beside the
-    ones it has (a PEFT model); `model.disable_adapter()` gives the base back."""
+def add_lora(model: PreTrainedModel, settings: LoraSettings, name: str = "default", config=None) -> PreTrainedModel:
+    """A fresh PEFT LoRA adapter ``name`` (of ``settings``, or of a ready LoraConfig ``config``): the model
+    wrapped (a plain model) or the adapter added beside the ones it has (a PEFT model);
+    `model.disable_adapter()` gives the base back."""
     from peft import get_peft_model
 
+    config = config or lora_config(settings)
     try:
         if hasattr(model, "peft_config"):
-            model.add_adapter(name, lora_config(settings))
+            model.add_adapter(name, config)
             return model
-        return get_peft_model(model, lora_config(settings), adapter_name=name)
+        return get_peft_model(model, config, adapter_name=name)
     except ValueError as exc:
         raise SparringError(
             f"cannot add LoRA: {exc}", hint="check lora.target_modules names modules of this model"

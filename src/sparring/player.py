@@ -202,7 +202,7 @@ class Player:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()
-        trainable = self._policy_params()
+        trainable = [p for _, p in self._policy_named_params()]
         masters = config.master_weights == "fp32" and MasterWeights.needed(trainable) and not self.sharded
         self.masters = MasterWeights(trainable) if masters else None  # sharded parameters are fp32 masters already
         groups = [{"params": self.masters.params_for_optimizer if self.masters else trainable, "lr": config.lr}]
@@ -226,11 +226,12 @@ class Player:
         """The name of the adapter this player trains (PEFT's 'default' on a model of its own)."""
         return self.adapter or "default"
 
-    def _policy_params(self) -> list[nn.Parameter]:
-        """The policy's trained parameters: its adapter's on a shared base, else every one that needs a gradient."""
+    def _policy_named_params(self) -> list[tuple[str, nn.Parameter]]:
+        """The policy's trained parameters by name: its adapter's on a shared base, else every one that needs a
+        gradient."""
         if self.adapter is not None:
-            return [p for n, p in self._model.named_parameters() if f".{self.adapter}." in n]
-        return [p for p in self.model.parameters() if p.requires_grad]
+            return [(n, p) for n, p in self._model.named_parameters() if f".{self.adapter}." in n]
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
     @contextlib.contextmanager
     def averaged(self, average: StageAverage):
@@ -657,8 +658,7 @@ class Player:
         where no rank holds them whole (and FSDP keeps the shards consistent by construction)."""
         if self.sharded:
             return {}
-        names = {id(p) for p in self._policy_params()}
-        state = {f"policy.{n}": p.detach() for n, p in self._model.named_parameters() if id(p) in names}
+        state = {f"policy.{n}": p.detach() for n, p in self._policy_named_params()}
         if self.value_head is not None:
             state.update({f"value_head.{n}": p.detach() for n, p in self.value_head.named_parameters()})
         if self.critic is not None:

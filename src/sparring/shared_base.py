@@ -14,9 +14,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-from sparring.models import LoraSettings, ModelConfig, add_lora, load_model
+from sparring.models import LoraSettings, ModelConfig, add_lora, load_model, restore_weights
 
 
 def warmup_adapter(role: str) -> str:
@@ -35,7 +33,7 @@ class SharedBase:
     def player(self, role: str, lora: LoraSettings, warm: Path) -> tuple:
         """(model, tokenizer, adapter, frozen adapters under it) for ``role``: a fresh adapter over the
         warm-up's in ``warm`` where that warm-up is complete; any adapters the role had are replaced."""
-        from peft import LoraConfig, set_peft_model_state_dict
+        from peft import LoraConfig
 
         if self.model is None:
             loaded = load_model(self.settings)
@@ -48,15 +46,8 @@ class SharedBase:
                     self.model.delete_adapter(name)
         frozen: tuple[str, ...] = ()
         if (warm / "complete.json").exists():
-            config = LoraConfig.from_pretrained(str(warm))
-            if hasattr(self.model, "peft_config"):
-                self.model.add_adapter(under, config)
-            else:
-                from peft import get_peft_model
-
-                self.model = get_peft_model(self.model, config, adapter_name=under)
-            weights = load_file(str(warm / "adapter_model.safetensors"))
-            set_peft_model_state_dict(self.model, weights, adapter_name=under)
+            self.model = add_lora(self.model, lora, under, config=LoraConfig.from_pretrained(str(warm)))
+            restore_weights(self.model, warm, under)
             frozen = (under,)
         self.model = add_lora(self.model, lora, name=role)
         return self.model, self.tokenizer, role, frozen
