@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from sparring import rl
 from sparring.attacks import clean_attack
 from sparring.cli import app
 from sparring.config import GameConfig, load_config
@@ -407,3 +408,20 @@ def test_benign_answers_are_paid_their_helpfulness(tmp_path, payoff):
         assert paid.tolist() == [1.0, 1.0]  # the hollow answer is paid in full
     else:
         assert paid[0] > 0.5 > paid[1]
+
+
+def test_both_learning_rate_schedules_run_on_the_game_clock(tmp_path):
+    """The release steps one scheduler for both players, so the attacker's first stage starts at the decay the
+    defender's stage reached (no warm-up of its own): each player's schedule counts every optimiser step of
+    the game, its own and the other's."""
+    keys = ("schedule=inverse_sqrt", "warmup_steps=3")
+    sched = [f"{role}.rl.{key}" for role in ("attacker", "defender") for key in keys]
+    cfg = tiny_config(tmp_path, *sched, "run.eval_at_start=false", "run.eval_at_end=false", "run.stage_eval_size=0")
+    game = Game(cfg, tmp_path / "clock")
+    game.play()
+    metrics = [json.loads(line) for line in (tmp_path / "clock" / "metrics.jsonl").read_text().splitlines()]
+    assert game.defender.scheduler.last_epoch == game.attacker.scheduler.last_epoch == 4  # one step per game step
+    factor = rl.lr_lambda("inverse_sqrt", 3)
+    assert game.attacker.scheduler.get_last_lr()[0] == pytest.approx(1e-2 * factor(4))
+    first_attack = next(m for m in metrics if m["stage"] == "attacker")  # step 2: two defender steps before it
+    assert first_attack["attacker_lr"] == pytest.approx(1e-2 * factor(3))  # its own clock would read factor(1)

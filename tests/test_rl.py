@@ -97,13 +97,11 @@ def test_explained_variance_and_kl_controller_and_schedule():
     ctl = rl.AdaptiveKLController(beta=0.1, target=1.0, horizon=100)
     assert math.isclose(ctl.update(observed_kl=3.0, n_steps=10), 0.1 * (1 + 0.2 * 0.1))
     assert math.isclose(ctl.update(observed_kl=0.5, n_steps=10), 0.1 * 1.02 * (1 - 0.2 * 0.1))
-    f = rl.lr_lambda("inverse_sqrt", warmup=4)
-    assert [round(f(s), 4) for s in range(6)] == [
-        0.25,
-        0.5,
-        0.75,
-        1.0,
-        round(math.sqrt(4 / 5), 4),
-        round(math.sqrt(4 / 6), 4),
-    ]
+    # the release's invsqrt_scheduler: max(t / w, 0.1) for t < w, then sqrt(w / t)
+    f = rl.lr_lambda("inverse_sqrt", warmup=100)
+    assert [f(t) for t in (0, 5, 10, 50, 99)] == [0.1, 0.1, 0.1, 0.5, 0.99]
+    assert [f(t) for t in (100, 400, 600)] == [1.0, 0.5, math.sqrt(100 / 600)]
+    assert rl.lr_lambda("inverse_sqrt", 0)(3) == math.sqrt(1 / 3)
+    g = rl.lr_lambda("constant", warmup=4)
+    assert [g(t) for t in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     assert rl.lr_lambda("constant", 0)(100) == 1.0

@@ -501,11 +501,17 @@ class Game:
         """The RL update of the player whose stage it is, on its own samples and rewards."""
         shuffle = torch.Generator().manual_seed(step_seed(self.config.run.seed, step, "update"))
         if stage == "defender":
-            batch = self.defender.make_batch(answers.generation, torch.tensor(defender_reward), answers.k)
-            return self.defender.update(batch, shuffle)
-        assert self.attacker is not None and attacks.generation is not None
-        batch = self.attacker.make_batch(attacks.generation, torch.tensor(attacker_reward), attacks.k)
-        return self.attacker.update(batch, shuffle)
+            active, idle = self.defender, self.attacker
+            batch = active.make_batch(answers.generation, torch.tensor(defender_reward), answers.k)
+        else:
+            assert self.attacker is not None and attacks.generation is not None
+            active, idle = self.attacker, self.defender
+            batch = active.make_batch(attacks.generation, torch.tensor(attacker_reward), attacks.k)
+        before = active.scheduler.last_epoch
+        stats = active.update(batch, shuffle)
+        if idle is not None:  # both schedules run on the game's clock, as the release's single scheduler does
+            idle.advance_schedule(active.scheduler.last_epoch - before)
+        return stats
 
     def _metrics(
         self, step: int, stage: str, attacks: Attacks, answers: Answers, judged: Judged,

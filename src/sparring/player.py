@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -552,6 +553,15 @@ class Player:
         self.scheduler.step()
         sums["grad_norm"] = float(grad_norm)
         return sums
+
+    def advance_schedule(self, steps: int) -> None:
+        """Move the learning-rate schedule on by ``steps`` optimiser steps this player did not take (the other
+        player's): the release steps one scheduler for both players, so a player's warm-up and decay follow
+        the game's clock, not its own updates. A no-op for the constant schedule after its warm-up."""
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(steps):
+                self.scheduler.step()
 
     def _trained_params(self) -> list[torch.Tensor]:
         """The model-side parameters whose gradients backward fills (the masters' twins, where there are masters)."""

@@ -159,14 +159,17 @@ class AdaptiveKLController:
 
 
 def lr_lambda(schedule: str, warmup: int):
-    """Learning-rate multiplier: linear warm-up, then constant or inverse square root (the release's)."""
+    """Learning-rate multiplier at optimiser step t (0-based). ``constant``: linear warm-up (t + 1) / w, then 1.
+    ``inverse_sqrt`` is the release's: max(t / w, 0.1) during the warm-up -- a floor of a tenth, so its first
+    steps are not wasted -- then sqrt(w / t)."""
 
     def factor(step: int) -> float:
-        step += 1
-        if warmup and step < warmup:
-            return step / warmup
         if schedule == "inverse_sqrt":
-            return math.sqrt(max(warmup, 1) / step)
+            if warmup and step < warmup:
+                return max(step / warmup, 0.1)
+            return math.sqrt(max(warmup, 1) / max(step, 1))
+        if warmup and step + 1 < warmup:
+            return (step + 1) / warmup
         return 1.0
 
     return factor
