@@ -499,6 +499,10 @@ def experiments(
     ] = "sft,rlhf,gpo-nodiv,gpo",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each arm trains once per seed.")] = "0",
     eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts per evaluation set.")] = 80,
+    harmful_size: Annotated[
+        int | None,
+        typer.Option(min=0, help="Held-out prompts per harmful set (default: --eval-size; 0: every one)."),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Greedy answer length in the evaluation.")] = 64,
     extra_benign: Annotated[
         list[str] | None,
@@ -539,7 +543,7 @@ def experiments(
         with console.status("evaluating every final defender on the same held-out sets"):
             compare(
                 base, folder, chosen, seed_list, eval_size, max_new_tokens, tuple(extra_benign or ()),
-                tuple(extra_harmful or ()),
+                tuple(extra_harmful or ()), harmful_size,
             )  # fmt: skip
         out.print((folder / "comparison.md").read_text(), markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {folder / 'comparison.md'} and {folder / 'comparison.json'}")

@@ -63,16 +63,20 @@ def train_all(
 
 
 def held_out_sets(
-    base: GameConfig, eval_size: int, extra_benign: tuple[str, ...] = (), extra_harmful: tuple[str, ...] = ()
+    base: GameConfig, eval_size: int, extra_benign: tuple[str, ...] = (), extra_harmful: tuple[str, ...] = (),
+    harmful_size: int | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Harmful prompts no run trained on (HarmBench, AdvBench and any ``extra_harmful`` spec, minus seeds) and
-    benign sets outside the diet (the config's two, and any ``extra_benign`` spec, named by its file or set name)."""
+    benign sets outside the diet (the config's two, and any ``extra_benign`` spec, named by its file or set name).
+    ``harmful_size`` prompts per harmful set (``eval_size`` if None, every one if 0): the ASR difference between
+    two arms is a few prompts, so its interval narrows mostly with more harmful prompts."""
+    per_set = eval_size if harmful_size is None else (harmful_size or 10**9)
     seeds = set(load_prompt_set(base.data.harmful_seeds))
     diet = set(load_prompt_set(base.data.benign))
     harmful: list[str] = []
     for spec in dict.fromkeys([base.data.eval_harmful, "bundled:advbench", *extra_harmful]):
         if any(p not in seeds for p in load_prompt_set(spec)):  # skip a set that is all seeds
-            harmful += [p for p in held_out(spec, seeds, eval_size, 0) if p not in harmful]
+            harmful += [p for p in held_out(spec, seeds, per_set, 0) if p not in harmful]
     if not harmful:
         raise SparringError("every held-out harmful prompt is also a seed", hint="choose other data.harmful_seeds")
     benign = {"benign-edgy": held_out(base.data.eval_benign, diet, eval_size, 0)}
@@ -120,9 +124,10 @@ def attacker_figures(run_dir: Path, embed) -> dict:
 def compare(
     base: GameConfig, folder: Path, arms: tuple[str, ...], seeds: tuple[int, ...], eval_size: int,
     max_new_tokens: int = 64, extra_benign: tuple[str, ...] = (), extra_harmful: tuple[str, ...] = (),
+    harmful_size: int | None = None,
 ) -> dict:  # fmt: skip
     """Evaluate every final defender on the same held-out sets; write DIR/comparison.{json,md} and answers.jsonl."""
-    harmful, benign = held_out_sets(base, eval_size, extra_benign, extra_harmful)
+    harmful, benign = held_out_sets(base, eval_size, extra_benign, extra_harmful, harmful_size)
     judges = {"judge": load_judge(base.judge.spec, threshold=base.judge.threshold), "refusal": RefusalJudge()}
     embed = load_embedder(base.diversity.embedder)
     outcomes: dict[str, dict[int, dict[str, list[float]]]] = {}
