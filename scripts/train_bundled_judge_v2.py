@@ -98,6 +98,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=WEIGHTS)
     ap.add_argument("--game-weight", type=int, default=3, help="copies of each hand-labelled game row (few, hard)")
+    ap.add_argument("--pyrit-weight", type=int, default=1,
+                    help="copies of each pyrit harm-graded row (strong models' long answers: few, and unlike the rest)")
+    ap.add_argument("--twin-weight", type=int, default=1,
+                    help="copies of each harmful request answered with its benign twin's answer (on topic, delivers "
+                         "nothing asked: the near-miss the judge paid most often on dev)")  # fmt: skip
     ap.add_argument("--recalibrate", action="store_true", help="only refit the calibration of --out on dev")
     args = ap.parse_args()
     if args.recalibrate:
@@ -107,7 +112,12 @@ def main() -> None:
     rng = random.Random(args.seed)
     rows = [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines()]
     train = [r for r in rows if r["split"] == "train"]
-    train += [r for r in train if r["source"] == "sparring-game"] * (args.game_weight - 1)
+    copies = {  # which rows are seen more than once per epoch, and how often
+        "game": (lambda r: r["source"] == "sparring-game", args.game_weight),
+        "pyrit": (lambda r: r["source"] == "pyrit-harm", args.pyrit_weight),
+        "twin": (lambda r: r["rule"] == "off-topic: its benign twin's answer", args.twin_weight),
+    }
+    train += [r for r in train for chosen, n in copies.values() if chosen(r) for _ in range(n - 1)]
     dev = [r for r in rows if r["split"] == "dev" and r["label"] is not None]  # calibration needs the unsafe label
     share = {key: float(np.mean([r[key] for r in train if r.get(key) is not None])) for key in LABELS}
     print(f"train: {len(train)} pairs, positive share {share}; dev: {len(dev)} pairs", flush=True)
@@ -148,6 +158,7 @@ def main() -> None:
         "adapter": {"lora_rank": args.rank, "lora_alpha": 2 * args.rank, "targets": "every linear layer"},
         "training": {
             "pairs": len(train), "steps": steps, "batch": args.batch, "game_weight": args.game_weight,
+            "pyrit_weight": args.pyrit_weight, "twin_weight": args.twin_weight,
             "lr": args.lr, "epochs": args.epochs, "seed": args.seed, "seconds": round(time.perf_counter() - start),
         },
         "data": "data/judge/pairs.jsonl (scripts/build_judge_data.py: sources, licences, labelling rules)",
