@@ -137,14 +137,12 @@ def hold_out_paraphrases(items: list[dict], threshold: float = PARAPHRASE) -> in
 
     prompts = list(dict.fromkeys(item["prompt"] for item in items))
     index = {p: i for i, p in enumerate(prompts)}
-    unit_of = [item.get("group") or f"prompt:{item['prompt']}" for item in items]
-    members: dict[str, set[int]] = {}
-    for item, unit in zip(items, unit_of, strict=True):
-        members.setdefault(unit, set()).add(index[item["prompt"]])
-    units_of_prompt: dict[int, set[str]] = {}
-    for unit, ids in members.items():
-        for i in ids:
-            units_of_prompt.setdefault(i, set()).add(unit)
+    members: dict[str, set[int]] = {}  # a pair (its group, else the request alone) -> its requests
+    units_of_prompt: dict[int, set[str]] = {}  # a request -> the pairs it belongs to
+    for item in items:
+        i, unit = index[item["prompt"]], item.get("group") or f"prompt:{item['prompt']}"
+        members.setdefault(unit, set()).add(i)
+        units_of_prompt.setdefault(i, set()).add(unit)
     embeddings = load_embedder()(prompts)
     held = np.zeros(len(prompts), dtype=bool)
     for item in items:
@@ -519,14 +517,15 @@ def main() -> None:
                     help="a finished default game whose final defender answers the harmful requests missing from "
                          f"{GAME_ANSWERS.name} (without it the cache is used as it is)")  # fmt: skip
     args = ap.parse_args()
-    reqs, extra = requests(), pyrit_pairs() + rho_written_pairs() + mined_pairs()
-    moved = hold_out_paraphrases(reqs + extra)
-    print(f"{moved} requests moved to test: within MiniLM cosine {PARAPHRASE} of a test request")
+    reqs = requests()
     answers = generate_answers([r["prompt"] for r in reqs])
     lectures = generate_lectures([r["prompt"] for r in reqs if "harmful" in r["kind"]])
     game_answers = game_defender_answers([r["prompt"] for r in reqs if "harmful" in r["kind"]], args.game_run)
     if args.answers_only:
         return
+    extra = pyrit_pairs() + rho_written_pairs() + mined_pairs()
+    moved = hold_out_paraphrases(reqs + extra)  # the answers do not depend on the split, so it is set here
+    print(f"{moved} requests moved to test: within MiniLM cosine {PARAPHRASE} of a test request")
     rows = build_pairs(reqs, answers, lectures, game_answers=game_answers) + extra
     OUT.mkdir(parents=True, exist_ok=True)
     with (OUT / "pairs.jsonl").open("w", encoding="utf-8") as handle:
