@@ -235,12 +235,17 @@ def train(
                 )
         import os
 
-        if int(os.environ.get("RANK", "0")) != 0:  # a data-parallel launch: rank 0 alone reports
-            Game(cfg, run_dir).play(resume=resume is not None)
-            return
-        summary, display = _play(
-            cfg, run_dir, resume is not None, "json" if json_output else "quiet" if quiet else "live"
-        )
+        from sparring.distributed import shut_down
+
+        try:
+            if int(os.environ.get("RANK", "0")) != 0:  # a data-parallel launch: rank 0 alone reports
+                Game(cfg, run_dir).play(resume=resume is not None)
+                return
+            summary, display = _play(
+                cfg, run_dir, resume is not None, "json" if json_output else "quiet" if quiet else "live"
+            )
+        finally:
+            shut_down()
         if json_output:
             print(json.dumps({"event": "summary", "run_dir": str(run_dir), **summary}), flush=True)
         else:

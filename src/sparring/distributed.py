@@ -25,6 +25,13 @@ def all_ranks_true(flag: bool) -> bool:
     return bool(value.item() == 1.0)
 
 
+def shut_down() -> None:
+    """Destroy the process group, if one was set up, before the interpreter exits: gloo's worker threads
+    outliving it abort the process ("terminate called without an active exception", SIGABRT) at random."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 class Distributed:
     def __init__(self) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
