@@ -171,8 +171,9 @@ def test_held_out_benign_sets_have_no_near_copy_in_the_diet():
 
 
 def test_everyday_diet_rows_are_no_paraphrase_of_the_held_out_alpaca_rows(shared_data):
-    """The everyday requests joined the diet to cut over-refusal on plain requests; the experiments measure
-    that on Alpaca's validation rows, so none of them may be a near-copy (MiniLM cosine > 0.8) of one."""
+    """The everyday requests join the diet (as an option) to cut over-refusal on plain requests; the experiments
+    measure that on Alpaca's validation rows, so none of them may be a near-copy (MiniLM cosine > 0.8) of one.
+    Nor of a held-out ordinary or benign-but-edgy prompt, since the test above covers only the default diet."""
     import json
 
     from sparring import data
@@ -180,6 +181,7 @@ def test_everyday_diet_rows_are_no_paraphrase_of_the_held_out_alpaca_rows(shared
 
     embed = load_embedder()
     everyday = data.load_prompt_set("bundled:everyday")
-    assert len(everyday) == 178 and set(everyday) <= set(data.load_prompt_set("bundled:benign"))
+    assert len(everyday) == 178 and set(everyday) <= set(data.load_prompt_set("bundled:benign+bundled:everyday"))
     alpaca = [r["instruction"] for r in json.loads((shared_data / "harmless_val.json").read_text(encoding="utf-8"))]
-    assert (embed(alpaca) @ embed(everyday).T).max() <= 0.8
+    held_out = alpaca + data.load_prompt_set("bundled:ordinary") + data.load_prompt_set("bundled:overrefusal")
+    assert (embed(held_out) @ embed(everyday).T).max() <= 0.8

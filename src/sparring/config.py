@@ -226,10 +226,11 @@ class WarmupConfig(_Strict):
     )
     attacker_steps: int = Field(16, ge=0, description="SFT steps for the attacker: template(seed) -> another seed.")
     benign_ratio: float = Field(
-        2.0,
+        1.0,
         ge=0,
-        description="Benign rows (the defender's own answers) per refusal row in its warm-up. At 1.0, half the "
-        "warm-up's rows were refusals and the 135M defender refused 29% of dev ordinary requests; at 2.0, 14%.",
+        description="Benign rows (the defender's own answers) per refusal row in its warm-up. At 2.0 (with "
+        "bundled:everyday in the diet) over-refusal halved on three seeds but ASR doubled and one seed's warm-up "
+        "refused 12 of 200 harmful requests (README, exp11); at 0.5 it refused a third of ordinary requests.",
     )
     min_answer_words: int = Field(
         8, ge=1, description="Shortest own answer (in words) kept as a benign row: shorter ones are hollow openers."

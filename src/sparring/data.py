@@ -197,9 +197,10 @@ def instruction_prompts() -> list[str]:
 
 
 def everyday_prompts() -> list[str]:
-    """178 everyday requests (poems, names, pep talks, plans) written for this project as part of the benign
-    diet: with only 147 ordinary rows among 1,106 benign ones, the warm-up taught the defender that a refusal
-    fits "Write a poem" too. None is a near-copy (MiniLM cosine > 0.8) of a held-out benign prompt."""
+    """178 everyday requests (poems, names, pep talks, plans) written for this project, to add to the benign
+    diet (``data.benign=bundled:benign+bundled:everyday``): only 147 of its 1,106 rows are ordinary requests.
+    Not in it by default: with ``warmup.benign_ratio=2.0`` they halved over-refusal on three seeds and
+    doubled ASR (README, exp11). None is a near-copy (MiniLM cosine > 0.8) of a held-out benign prompt."""
     return read_prompts(RESOURCES / "everyday_prompts.txt")
 
 
@@ -229,7 +230,6 @@ BUNDLED_SETS = {
         + [pair[0] for pair in refusal_pairs()]
         + contrast_benign()
         + instruction_prompts()
-        + everyday_prompts()
     ),
 }
 
