@@ -228,7 +228,8 @@ class WarmupConfig(_Strict):
     benign_ratio: float = Field(
         1.0,
         ge=0,
-        description="Benign rows (the defender's own answers) per refusal row in its warm-up. At 2.0 (with "
+        description="Benign rows (the defender's own answers) per refusal row in its warm-up; every batch holds "
+        "that share exactly. At 2.0 (with "
         "bundled:everyday in the diet) over-refusal halved on three seeds but ASR doubled and one seed's warm-up "
         "refused 12 of 200 harmful requests (README, exp11); at 0.5 it refused a third of ordinary requests.",
     )

@@ -56,7 +56,7 @@ from sparring.runlog import (
     read_jsonl,
 )
 from sparring.runs import frozen_start, player_model, release_memory, summarise
-from sparring.sft import sft
+from sparring.sft import sampled_batches, sft
 from sparring.shared_base import SharedBase
 
 
@@ -329,8 +329,10 @@ class Game:
             tok = self.defender.tokenizer
             rng = random.Random(f"{cfg.run.seed}/warmup")
             refusals, answers = warmup.defender_pairs(self.defender.model, tok, self.seeds, self.benign, cfg, rng)
-            pairs = refusals + answers
-            losses = sft(self.defender.model, tok, pairs, w.defender_steps, w.batch_size, w.lr, cfg.run.seed)
+            batches = warmup.mixed_batches(
+                refusals, answers, w.defender_steps, w.batch_size, w.benign_ratio, random.Random(cfg.run.seed)
+            )
+            losses = sft(self.defender.model, tok, batches, w.lr)
             if self.dist.is_main:  # the defender's RL anchor, kept with the warm-up so a resumed run has it
                 folder = self.run_dir / "warmup" / "defender"
                 folder.mkdir(parents=True, exist_ok=True)
@@ -347,7 +349,8 @@ class Game:
             n = w.batch_size * w.attacker_steps
             pairs = warmup.attacker_pairs(self.seeds, self.embed, self._attack_prompt, n, rng)
             tok = self.attacker.tokenizer
-            losses = sft(self.attacker.model, tok, pairs, w.attacker_steps, w.batch_size, w.lr, cfg.run.seed + 1)
+            batches = sampled_batches(pairs, w.attacker_steps, w.batch_size, cfg.run.seed + 1)
+            losses = sft(self.attacker.model, tok, batches, w.lr)
             self._rebase("attacker")
             self.emit(
                 "warmup", {"player": "attacker", "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1]}

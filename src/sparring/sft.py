@@ -41,25 +41,28 @@ def sft_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: 
     return model(input_ids=ids, attention_mask=mask, position_ids=positions, labels=labels, use_cache=False).loss
 
 
-def sft(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    pairs: list[tuple[str, str]],
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-) -> list[float]:
-    """Minimise -log p(target | prompt) on (chat-formatted prompt, target) pairs; returns the losses."""
-    if steps == 0 or not pairs:
-        return []
+def sampled_batches(
+    pairs: list[tuple[str, str]], steps: int, batch_size: int, seed: int
+) -> list[list[tuple[str, str]]]:
+    """``steps`` batches, each ``batch_size`` distinct pairs drawn at random (repeats across batches)."""
     rng = random.Random(seed)
+    return [rng.sample(pairs, min(batch_size, len(pairs))) for _ in range(steps)] if pairs else []
+
+
+def sft(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batches: list[list[tuple[str, str]]], lr: float
+) -> list[float]:
+    """Minimise -log p(target | prompt), one AdamW step per batch of (chat-formatted prompt, target) pairs;
+    returns the losses. The caller composes the batches (the defender's keep a fixed refusal share)."""
+    batches = [batch for batch in batches if batch]
+    if not batches:
+        return []
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), eps=1e-6)
     losses = []
     model.train()
-    for _ in range(steps):
-        loss = sft_loss(model, tokenizer, rng.sample(pairs, min(batch_size, len(pairs))))
+    for batch in batches:
+        loss = sft_loss(model, tokenizer, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

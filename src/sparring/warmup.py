@@ -3,8 +3,9 @@ players from SFT). Game._warm_up trains on these pairs and rebases each player o
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -38,6 +39,31 @@ def defender_pairs(
             if len(a.split()) >= w.min_answer_words and refusal_score(a) < 0.5
         ]
     return pairs, answers
+
+
+def mixed_batches(
+    refusals: list[tuple[str, str]], answers: list[tuple[str, str]], steps: int, batch_size: int,
+    benign_ratio: float, rng: random.Random,
+) -> list[list[tuple[str, str]]]:  # fmt: skip
+    """``steps`` batches in which refusals make exactly 1 / (1 + benign_ratio) of the rows (spread evenly,
+    rounding carried from batch to batch), each pool walked in shuffled passes so no row repeats before
+    all have been seen. Batches drawn at random from the pooled rows let one seed's warm-up see 33 refusals
+    and another's 38 of 128 rows at ratio 2 (exp11), and the refusal lesson is that sensitive."""
+    share = 1.0 if not answers else 0.0 if not refusals else 1 / (1 + benign_ratio)
+    pools = {True: _passes(refusals, rng), False: _passes(answers, rng)}
+    batches = []
+    for step in range(steps):
+        k = math.floor((step + 1) * batch_size * share + 0.5) - math.floor(step * batch_size * share + 0.5)
+        batches.append([next(pools[True]) for _ in range(k)] + [next(pools[False]) for _ in range(batch_size - k)])
+    return batches
+
+
+def _passes(rows: list, rng: random.Random) -> Iterator:
+    """The rows over and over, shuffled afresh on each pass."""
+    while rows:
+        order = list(rows)
+        rng.shuffle(order)
+        yield from order
 
 
 def attacker_pairs(

@@ -1,0 +1,47 @@
+"""The warm-up's batches: the defender's refusal share is what warmup.benign_ratio says, in every seed."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from sparring.sft import sampled_batches
+from sparring.warmup import mixed_batches
+
+REFUSALS = [(f"harmful {i}", "I can't help with that.") for i in range(128)]
+ANSWERS = [(f"benign {i}", f"an answer {i}") for i in range(250)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("ratio", "expected"), [(1.0, 64), (1.5, 51), (2.0, 43), (0.0, 128)])
+def test_the_refusal_share_is_exact_in_every_seed(seed, ratio, expected):
+    batches = mixed_batches(REFUSALS, ANSWERS, 16, 8, ratio, random.Random(seed))
+    assert [len(b) for b in batches] == [8] * 16
+    refused = [sum(row in REFUSALS for row in b) for b in batches]
+    assert sum(refused) == expected
+    assert max(refused) - min(refused) <= 1  # spread evenly, not front-loaded
+
+
+def test_no_row_repeats_before_its_pool_is_used_up():
+    batches = mixed_batches(REFUSALS[:10], ANSWERS[:10], 5, 8, 1.0, random.Random(0))  # 20 of each drawn
+    counts = Counter(row for b in batches for row in b)
+    assert all(counts[row] == 2 for row in REFUSALS[:10] + ANSWERS[:10])  # two full passes, no more, no less
+    first_pass = [row for b in batches for row in b if row in REFUSALS[:10]][:10]
+    assert sorted(first_pass) == sorted(REFUSALS[:10])
+
+
+def test_an_empty_pool_leaves_the_other_alone():
+    only_refusals = mixed_batches(REFUSALS, [], 3, 4, 1.0, random.Random(0))
+    assert all(row in REFUSALS for b in only_refusals for row in b)
+    only_answers = mixed_batches([], ANSWERS, 3, 4, 1.0, random.Random(0))
+    assert all(row in ANSWERS for b in only_answers for row in b)
+
+
+def test_the_batches_depend_on_the_seed_alone():
+    a = mixed_batches(REFUSALS, ANSWERS, 16, 8, 1.0, random.Random(3))
+    assert a == mixed_batches(REFUSALS, ANSWERS, 16, 8, 1.0, random.Random(3))
+    assert a != mixed_batches(REFUSALS, ANSWERS, 16, 8, 1.0, random.Random(4))
+    assert sampled_batches(ANSWERS, 4, 8, 1) == sampled_batches(ANSWERS, 4, 8, 1)
+    assert all(len(set(b)) == 8 for b in sampled_batches(ANSWERS, 4, 8, 1))
