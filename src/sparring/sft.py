@@ -54,7 +54,6 @@ def sft(
 ) -> list[float]:
     """Minimise -log p(target | prompt), one AdamW step per batch of (chat-formatted prompt, target) pairs;
     returns the losses. The caller composes the batches (the defender's keep a fixed refusal share)."""
-    batches = [batch for batch in batches if batch]
     if not batches:
         return []
     params = [p for p in model.parameters() if p.requires_grad]

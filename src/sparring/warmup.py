@@ -50,11 +50,11 @@ def mixed_batches(
     all have been seen. Batches drawn at random from the pooled rows let one seed's warm-up see 33 refusals
     and another's 38 of 128 rows at ratio 2 (exp11), and the refusal lesson is that sensitive."""
     share = 1.0 if not answers else 0.0 if not refusals else 1 / (1 + benign_ratio)
-    pools = {True: _passes(refusals, rng), False: _passes(answers, rng)}
+    refusal_rows, answer_rows = _passes(refusals, rng), _passes(answers, rng)
     batches = []
     for step in range(steps):
         k = math.floor((step + 1) * batch_size * share + 0.5) - math.floor(step * batch_size * share + 0.5)
-        batches.append([next(pools[True]) for _ in range(k)] + [next(pools[False]) for _ in range(batch_size - k)])
+        batches.append([next(refusal_rows) for _ in range(k)] + [next(answer_rows) for _ in range(batch_size - k)])
     return batches
 
 
