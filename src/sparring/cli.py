@@ -235,21 +235,25 @@ def train(
                 )
         import os
 
-        from sparring.distributed import shut_down
+        from sparring.distributed import leave, shut_down
 
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
         try:
             if int(os.environ.get("RANK", "0")) != 0:  # a data-parallel launch: rank 0 alone reports
                 Game(cfg, run_dir).play(resume=resume is not None)
-                return
-            summary, display = _play(
-                cfg, run_dir, resume is not None, "json" if json_output else "quiet" if quiet else "live"
-            )
+                summary = None
+            else:
+                summary, display = _play(
+                    cfg, run_dir, resume is not None, "json" if json_output else "quiet" if quiet else "live"
+                )
         finally:
             shut_down()
-        if json_output:
+        if summary is not None and json_output:
             print(json.dumps({"event": "summary", "run_dir": str(run_dir), **summary}), flush=True)
-        else:
+        elif summary is not None:
             display.summary(summary, run_dir)
+        if launched:
+            leave(0)
     except SparringError as error:
         _fail(error)
 

@@ -11,6 +11,7 @@ Accelerate's ``PartialState`` sets up the process group; a single process needs 
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 import torch
 
@@ -30,6 +31,20 @@ def shut_down() -> None:
     outliving it abort the process ("terminate called without an active exception", SIGABRT) at random."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def leave(code: int = 0) -> NoReturn:
+    """End a launched process without interpreter finalization. Destroying the group is not always enough:
+    gloo work objects still held by the backend's threads free tensors during finalization, when the GIL can
+    no longer be taken, and a rank that had finished its game aborted (SIGABRT) one CI run in many, which
+    made torchrun kill the others. Exit handlers run first, while the interpreter is whole."""
+    import atexit
+    import sys
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class Distributed:
