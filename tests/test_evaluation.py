@@ -72,7 +72,7 @@ def test_exploit_names_a_missing_run(tmp_path):
     assert result.exit_code == 2 and "is not a run directory" in result.output
 
 
-def test_experiments_trains_each_arm_on_each_seed_and_compares_them_paired(tmp_path):
+def test_experiments_trains_each_arm_on_each_seed_and_compares_them_paired(tmp_path, monkeypatch):
     folder = tmp_path / "exp"
     args = ["experiments", "--dir", str(folder), "--eval-size", "3", "--seeds", "0,1", "--max-new-tokens", "4", "-q"]
     args += [*TINY, "schedule.steps=2", "schedule.defender_steps=1", "schedule.attacker_steps=1"]
@@ -94,10 +94,24 @@ def test_experiments_trains_each_arm_on_each_seed_and_compares_them_paired(tmp_p
     assert {a["seed"] for a in answers} == {0, 1}
     table = (folder / "comparison.md").read_text()
     assert "| gpo - sft |" in table and "1 - SelfBLEU" in table
-    # a second call reuses the finished runs instead of training again
+    # a second call reuses the finished runs instead of training again, and their stored answers instead
+    # of answering again (they are judged afresh: same answers, same table)
     mtime = (folder / "seed0" / "gpo" / "summary.json").stat().st_mtime
-    assert CliRunner().invoke(app, args).exit_code == 0
+    assert [p.name[:5] for p in (folder / "seed0" / "gpo" / "heldout").iterdir()] == ["last-"]
+    import sparring.experiments
+
+    def no_answering(*_args, **_kwargs):
+        raise AssertionError("answered again")
+
+    monkeypatch.setattr(sparring.experiments, "answer_greedily", no_answering)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
     assert (folder / "seed0" / "gpo" / "summary.json").stat().st_mtime == mtime
+    assert [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()] == answers
+    assert json.loads((folder / "comparison.json").read_text())["table"] == data["table"]
+    # anything the answers depend on changed (here their length) is a new key: it answers again
+    longer = [a if a != "4" else "5" for a in args]
+    assert "answered again" in str(CliRunner().invoke(app, longer).exception)
 
 
 def test_two_level_bootstrap_and_paired_differences():

@@ -147,24 +147,51 @@ def evaluate_sets(
 ) -> dict:
     """ASR by every judge and mean safe reward on each harmful set, over-refusal on each benign set,
     each with a bootstrap 95% interval. Greedy decoding: the defender's own answers, not sampling luck."""
+    texts = answer_greedily(model, tokenizer, eval_prompts(harmful_sets, benign_sets), max_new_tokens, system)
+    return score_sets(judges, harmful_sets, benign_sets, texts, threshold)
+
+
+def eval_prompts(harmful_sets: dict[str, Sequence[str]], benign_sets: dict[str, Sequence[str]]) -> list[str]:
+    """Every prompt of the sets, harmful sets first, in the order ``score_sets`` reads the answers."""
+    for kind, sets in (("harmful", harmful_sets), ("benign", benign_sets)):
+        for name, prompts in sets.items():
+            if not prompts:
+                raise SparringError(f"the {kind} prompt set '{name}' is empty", hint="choose a set with prompts")
+    return [p for sets in (harmful_sets, benign_sets) for prompts in sets.values() for p in prompts]
+
+
+def answer_greedily(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48, system: str | None = None
+) -> list[str]:
+    """The defender's greedy answer to each prompt, asked as a chat turn (the costly half of an evaluation)."""
     from sparring.generation import SamplingConfig, generate
-    from sparring.judges.refusal import is_refusal
     from sparring.models import chat_prompt
 
     greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0, batch_size=64)
+    return generate(model, tokenizer, [chat_prompt(tokenizer, p, system) for p in prompts], greedy).texts
+
+
+def score_sets(
+    judges: dict,
+    harmful_sets: dict[str, Sequence[str]],
+    benign_sets: dict[str, Sequence[str]],
+    texts: Sequence[str],
+    threshold: float = 0.5,
+) -> dict:
+    """Judge the answers ``texts`` (in ``eval_prompts`` order): ASR per judge on harmful sets, over-refusal
+    on benign ones. Kept apart from answering so stored answers can be judged again by another judge."""
+    from sparring.judges.refusal import is_refusal
+
     ordered = [(kind, name, list(prompts)) for kind, sets in (("harmful", harmful_sets), ("benign", benign_sets))
                for name, prompts in sets.items()]  # fmt: skip
-    for kind, name, prompts in ordered:
-        if not prompts:
-            raise SparringError(f"the {kind} prompt set '{name}' is empty", hint="choose a set with prompts")
-    everything = [p for _, _, prompts in ordered for p in prompts]
-    texts = generate(model, tokenizer, [chat_prompt(tokenizer, p, system) for p in everything], greedy).texts
+    if len(texts) != sum(len(prompts) for _, _, prompts in ordered):
+        raise SparringError(f"{len(texts)} answers for {sum(len(p) for _, _, p in ordered)} prompts")
     # "answers" keeps every prompt, answer and score (as HarmBench keeps completions), so a person can
     # read what was judged; "samples" is the first three of each set, for the run summary.
     result: dict = {"harmful": {}, "benign": {}, "samples": [], "answers": []}
     at = 0
     for kind, name, prompts in ordered:
-        answers, at = texts[at : at + len(prompts)], at + len(prompts)
+        answers, at = list(texts[at : at + len(prompts)]), at + len(prompts)
         shown = zip(prompts[:3], answers[:3], strict=True)
         result["samples"] += [{"set": name, "prompt": p, "response": r} for p, r in shown]
         rows = [{"set": name, "kind": kind, "prompt": p, "response": r, "refusal": is_refusal(r)}

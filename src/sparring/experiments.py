@@ -14,6 +14,7 @@ paired (same seeds, same prompts) and called real when their interval excludes 0
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +25,10 @@ from sparring.config import GameConfig, check_resumable, load_config
 from sparring.data import held_out, load_prompt_set
 from sparring.diversity import load_embedder
 from sparring.errors import SparringError
-from sparring.evaluate import evaluate_sets
+from sparring.evaluate import answer_greedily, eval_prompts, score_sets
 from sparring.judges import RefusalJudge, load_judge
 from sparring.redteam import diversity
-from sparring.runlog import Checkpoints, read_jsonl
+from sparring.runlog import Checkpoints, atomic_write, read_jsonl
 from sparring.runs import load_run_player
 
 ARMS = ("sft", "rlhf", "gpo-nodiv", "gpo")  # sft: the warm-up alone, the paper's SFT baseline row
@@ -138,6 +139,7 @@ def compare(
 ) -> dict:  # fmt: skip
     """Evaluate every final defender on the same held-out sets; write DIR/comparison.{json,md} and answers.jsonl."""
     harmful, benign = held_out_sets(base, eval_size, extra_benign, extra_harmful, harmful_size)
+    prompts = eval_prompts(harmful, benign)
     judges = {"judge": load_judge(base.judge.spec, threshold=base.judge.threshold), "refusal": RefusalJudge()}
     embed = load_embedder(base.diversity.embedder)
     outcomes: dict[str, dict[int, dict[str, list[float]]]] = {}
@@ -148,16 +150,12 @@ def compare(
                 run_dir = folder / f"seed{seed}" / arm
                 names = [(arm, False)] + ([(AVERAGED, True)] if arm == "gpo" and _has_average(run_dir) else [])
                 for name, averaged in names:
-                    loaded = load_run_player(run_dir, "defender", averaged=averaged)
-                    result = evaluate_sets(
-                        loaded.model, loaded.tokenizer, judges, harmful, benign, max_new_tokens,
-                        base.defender.system_prompt, base.judge.threshold,
-                    )  # fmt: skip
+                    texts = defender_answers(run_dir, averaged, prompts, max_new_tokens, base.defender.system_prompt)
+                    result = score_sets(judges, harmful, benign, texts, base.judge.threshold)
                     for row in result["answers"]:
                         log.write(json.dumps({"defender": name, "seed": seed, **row}, ensure_ascii=False) + "\n")
                     per_prompt = measures(result["answers"], base.judge.spec, base.judge.threshold)
                     outcomes.setdefault(name, {})[seed] = per_prompt
-                    del loaded
                 if arm in ("gpo", "gpo-nodiv"):
                     attackers.setdefault(arm, {})[seed] = attacker_figures(run_dir, embed)
     result = summarise_outcomes(outcomes, seeds)
@@ -167,6 +165,37 @@ def compare(
     (folder / "comparison.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     (folder / "comparison.md").write_text(markdown(result))
     return result
+
+
+def defender_answers(
+    run_dir: Path, averaged: bool, prompts: list[str], max_new_tokens: int, system: str | None
+) -> list[str]:
+    """The run's final defender's greedy answers to ``prompts``, kept in RUN/heldout/ under a key of all they
+    depend on (the run's config, its warm-up and last checkpoint's defender files, the prompts, the length,
+    the system prompt), so a comparison that adds a seed or an arm answers only what is new. Answers are
+    judged afresh every time: a judge may change between comparisons, a stored answer does not."""
+    latest = Checkpoints(run_dir / "checkpoints", keep=1).latest()
+    if latest is None:
+        raise SparringError(f"run '{run_dir}' has no complete checkpoint yet", hint="train it first")
+    digest = hashlib.sha256(json.dumps([averaged, prompts, max_new_tokens, system]).encode())
+    files = [run_dir / "config.yaml", latest / "game.json"]
+    for folder in (run_dir / "warmup" / "defender", latest / "defender"):
+        files += sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in files:
+        digest.update(path.relative_to(run_dir).as_posix().encode())
+        with path.open("rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    stored = run_dir / "heldout" / f"{'averaged' if averaged else 'last'}-{digest.hexdigest()[:20]}.jsonl"
+    if stored.exists():
+        rows = read_jsonl(stored)
+        if [r["prompt"] for r in rows] == prompts:
+            return [r["response"] for r in rows]
+    loaded = load_run_player(run_dir, "defender", averaged=averaged)
+    texts = answer_greedily(loaded.model, loaded.tokenizer, prompts, max_new_tokens, system)
+    stored.parent.mkdir(exist_ok=True)
+    rows = (json.dumps({"prompt": p, "response": t}, ensure_ascii=False) for p, t in zip(prompts, texts, strict=True))
+    atomic_write(stored, "".join(row + "\n" for row in rows))
+    return texts
 
 
 def _has_average(run_dir: Path) -> bool:
