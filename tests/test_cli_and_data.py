@@ -151,9 +151,7 @@ def test_bundled_sets_join_with_plus_and_the_default_seeds_skip_private_fact_que
         load_prompt_set("bundled:do-not-answer-harm+bundled:nope")
 
 
-@pytest.mark.parametrize(
-    "override", ["warmup.defender_steps=0", "data.benign_per_step=0", "warmup.benign_ratio=0"]
-)
+@pytest.mark.parametrize("override", ["warmup.defender_steps=0", "warmup.benign_ratio=0"])
 def test_an_anchor_without_warm_up_answers_is_a_named_error(override):
     from sparring.config import load_config
 

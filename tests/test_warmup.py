@@ -45,3 +45,17 @@ def test_the_batches_depend_on_the_seed_alone():
     assert a != mixed_batches(REFUSALS, ANSWERS, 16, 8, 1.0, random.Random(4))
     assert sampled_batches(ANSWERS, 4, 8, 1) == sampled_batches(ANSWERS, 4, 8, 1)
     assert all(len(set(b)) == 8 for b in sampled_batches(ANSWERS, 4, 8, 1))
+
+
+def test_no_benign_requests_in_game_steps_keeps_the_warm_ups_benign_rows(tmp_path):
+    """data.benign_per_step=0 turns the two-sided diet off in game steps only: the warm-up still pairs its
+    refusals with the defender's own answers to benign requests (it once lost them and refused everything)."""
+    from sparring.game import Game
+    from tests.test_game import tiny_config
+
+    overrides = ["data.benign_per_step=0", "schedule.steps=0", "warmup.min_answer_words=1"]
+    overrides += ["defender.sampling.max_new_tokens=12", "run.eval_at_start=false", "run.eval_at_end=false"]
+    cfg = tiny_config(tmp_path, *overrides)
+    Game(cfg, tmp_path / "run").play()
+    anchor = (tmp_path / "run" / "warmup" / "defender" / "anchor.jsonl").read_text().splitlines()
+    assert len(anchor) > 0

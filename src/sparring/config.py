@@ -191,8 +191,9 @@ class DataConfig(_Strict):
     benign_per_step: int = Field(
         8,
         ge=0,
-        description="Benign prompts per defender step (two-sided diet); 0 = off. As many as seeds: with half as "
-        "many, refusing was the defender's best guess for anything it was asked.",
+        description="Benign prompts per defender step (two-sided diet); 0 = off in game steps (the warm-up still "
+        "draws its benign rows from data.benign). As many as seeds: with half as many, refusing was the "
+        "defender's best guess for anything it was asked.",
     )
     benign_reward: Literal["delivers", "not_refused"] = Field(
         "delivers",
@@ -314,7 +315,6 @@ class GameConfig(_Strict):
                 for reason, absent in (
                     ("warmup.defender_steps is 0", self.warmup.defender_steps == 0),
                     ("defender.init_from skips the warm-up", self.defender.init_from is not None),
-                    ("data.benign_per_step is 0 (no benign requests)", self.data.benign_per_step == 0),
                     ("warmup.benign_ratio is 0", self.warmup.benign_ratio == 0),
                 )
                 if absent

@@ -149,7 +149,9 @@ class Game:
         self.intent = referee if cfg.gate.enabled and self.attacker is not None else None  # the gate's intent
         self.referee = referee
         self.seeds = data_sources.load_prompt_set(cfg.data.harmful_seeds)
-        self.benign = data_sources.load_prompt_set(cfg.data.benign) if cfg.data.benign_per_step else []
+        # the diet feeds the warm-up's benign rows whatever data.benign_per_step is: 0 turns benign requests
+        # off in game steps only (it once emptied the warm-up too, which then taught refusing everything)
+        self.benign = data_sources.load_prompt_set(cfg.data.benign)
         size, seed = cfg.data.eval_size, cfg.run.seed
         self.eval_harmful = data_sources.held_out(cfg.data.eval_harmful, set(self.seeds), size, seed)
         self.eval_benign = data_sources.held_out(cfg.data.eval_benign, set(self.benign), size, seed)
