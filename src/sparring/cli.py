@@ -237,22 +237,20 @@ def train(
 
         from sparring.distributed import leave, shut_down
 
-        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
         try:
             if int(os.environ.get("RANK", "0")) != 0:  # a data-parallel launch: rank 0 alone reports
                 Game(cfg, run_dir).play(resume=resume is not None)
-                summary = None
             else:
                 summary, display = _play(
                     cfg, run_dir, resume is not None, "json" if json_output else "quiet" if quiet else "live"
                 )
+                if json_output:
+                    print(json.dumps({"event": "summary", "run_dir": str(run_dir), **summary}), flush=True)
+                else:
+                    display.summary(summary, run_dir)
         finally:
             shut_down()
-        if summary is not None and json_output:
-            print(json.dumps({"event": "summary", "run_dir": str(run_dir), **summary}), flush=True)
-        elif summary is not None:
-            display.summary(summary, run_dir)
-        if launched:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             leave(0)
     except SparringError as error:
         _fail(error)
