@@ -195,6 +195,13 @@ class DataConfig(_Strict):
         "draws its benign rows from data.benign). As many as seeds: with half as many, refusing was the "
         "defender's best guess for anything it was asked.",
     )
+    benign_pairing: Literal["random", "nearest"] = Field(
+        "random",
+        description="How benign requests are drawn for the warm-up and each defender step: random from the diet, or "
+        "nearest = for each harmful seed drawn, one of its pairing_pool most similar diet requests (MiniLM cosine), "
+        "so the two differ in harm, not in form or topic (warmup.BenignPartners says what random taught).",
+    )
+    pairing_pool: int = Field(8, ge=1, description="nearest pairing: a seed's partner is one of this many nearest.")
     benign_reward: Literal["delivers", "not_refused"] = Field(
         "delivers",
         description="What an answer to a harmless request (benign diet, or an attack that lost its intent) earns: "

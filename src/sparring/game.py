@@ -152,6 +152,9 @@ class Game:
         # the diet feeds the warm-up's benign rows whatever data.benign_per_step is: 0 turns benign requests
         # off in game steps only (it once emptied the warm-up too, which then taught refusing everything)
         self.benign = data_sources.load_prompt_set(cfg.data.benign)
+        self.partners = None  # each seed's nearest benign requests, with data.benign_pairing=nearest
+        if cfg.data.benign_pairing == "nearest":
+            self.partners = warmup.BenignPartners(self.seeds, self.benign, self.embed, cfg.data.pairing_pool)
         size, seed = cfg.data.eval_size, cfg.run.seed
         self.eval_harmful = data_sources.held_out(cfg.data.eval_harmful, set(self.seeds), size, seed)
         self.eval_benign = data_sources.held_out(cfg.data.eval_benign, set(self.benign), size, seed)
@@ -330,7 +333,9 @@ class Game:
             self.emit("status", {"text": "warm-up: defender SFT"})
             tok = self.defender.tokenizer
             rng = random.Random(f"{cfg.run.seed}/warmup")
-            refusals, answers = warmup.defender_pairs(self.defender.model, tok, self.seeds, self.benign, cfg, rng)
+            refusals, answers = warmup.defender_pairs(
+                self.defender.model, tok, self.seeds, self.benign, cfg, rng, self.partners
+            )
             batches = warmup.mixed_batches(
                 refusals, answers, w.defender_steps, w.batch_size, w.benign_ratio, random.Random(cfg.run.seed)
             )
@@ -390,7 +395,7 @@ class Game:
 
         attacks = self._write_attacks(step, stage, rng)  # 1. seeds -> attacks (+ replayed ones)
         clock.lap("attacker_generation")
-        answers = self._answer(step, stage, attacks.texts, rng)  # 2. defender answers attacks (+ benign)
+        answers = self._answer(step, stage, attacks.texts, attacks.seeds, rng)  # 2. defender answers attacks (+ benign)
         clock.lap("defender_generation")
         judged = self._judge(stage, answers)  # 3. P(unsafe) on attack rows, refusals, helpfulness
         clock.lap("judge")
@@ -452,13 +457,18 @@ class Game:
         attack_seeds += [s for _, s in replayed]
         return Attacks(texts, attack_seeds, n_fresh, k_a, generation)
 
-    def _answer(self, step: int, stage: str, attacks: list[str], rng: random.Random) -> Answers:
+    def _answer(self, step: int, stage: str, attacks: list[str], seeds: list[str], rng: random.Random) -> Answers:
         """The defender answers every attack (k_d times in its own stages) and, in its stages, benign
-        requests from its diet (the two-sided diet): one generation, attack rows first."""
+        requests from its diet (the two-sided diet; at random, or the attacks' seeds' nearest partners):
+        one generation, attack rows first."""
         cfg = self.config
         k_d = cfg.defender.samples_per_prompt if stage == "defender" else 1
-        benign = rng.sample(self.benign, min(cfg.data.benign_per_step, len(self.benign))) if stage == "defender" else []
-        benign = self.dist.shard(benign)
+        n_benign = min(cfg.data.benign_per_step, len(self.benign)) if stage == "defender" else 0
+        if self.partners is not None and n_benign:
+            distinct = list(dict.fromkeys(seeds))  # one partner per seed in turn, in the seeds' order
+            benign = self.partners.draw(distinct, n_benign // self.dist.world, rng)  # this process's seeds' share
+        else:
+            benign = self.dist.shard(rng.sample(self.benign, n_benign))
         inputs = [x for x in attacks for _ in range(k_d)] + [b for b in benign for _ in range(k_d)]
         rank = f"/rank{self.dist.rank}" if self.dist.active else ""
         generation = generate(

@@ -16,18 +16,23 @@ from sparring.models import chat_prompt
 
 
 def defender_pairs(
-    defender, tokenizer, seeds: list[str], benign: list[str], cfg, rng: random.Random
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    defender, tokenizer, seeds: list[str], benign: list[str], cfg, rng: random.Random,
+    partners: BenignPartners | None = None,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:  # fmt: skip
     """(prompt, target) pairs, as (refusals, answers): a project refusal for each sampled harmful seed and,
     ``warmup.benign_ratio`` per refusal, the defender's own greedy answer to a benign request -- only real
-    answers. The answers are also the defender's RL anchor (``rl.anchor_coef``)."""
+    answers -- drawn at random or, given ``partners``, the benign requests nearest the sampled seeds. The
+    answers are also the defender's RL anchor (``rl.anchor_coef``)."""
     w, system = cfg.warmup, cfg.defender.system_prompt
     refusals = data_sources.project_refusals()
     harmful = rng.sample(seeds, min(len(seeds), w.batch_size * w.defender_steps))
     pairs = [(chat_prompt(tokenizer, s, system), rng.choice(refusals)) for s in harmful]
-    wanted = round(w.benign_ratio * len(pairs))
+    wanted = min(len(benign), round(w.benign_ratio * len(pairs)))
     answers: list[tuple[str, str]] = []
-    chosen = rng.sample(benign, min(len(benign), wanted)) if benign else []
+    if partners is not None and benign:
+        chosen = partners.draw(harmful, wanted, rng)
+    else:
+        chosen = rng.sample(benign, wanted) if benign else []
     if chosen:
         greedy = cfg.defender.sampling.model_copy(update={"temperature": 0.0})
         own = generate(defender, tokenizer, [chat_prompt(tokenizer, b, system) for b in chosen], greedy).texts
@@ -39,6 +44,36 @@ def defender_pairs(
             if len(a.split()) >= w.min_answer_words and refusal_score(a) < 0.5
         ]
     return pairs, answers
+
+
+class BenignPartners:
+    """Each harmful seed's nearest benign requests by MiniLM cosine, to draw its benign partners from.
+
+    With partners drawn at random, the warm-up learnt the two sets' surface forms instead of the harm: the
+    seeds are 58% imperatives (AdvBench) and the diet 70% questions, and the warm-up refused 46% of ordinary
+    imperative requests and none of the ordinary questions, while answering 75-83% of harmful "How to /
+    Ways to" questions and 22% of harmful imperatives (development sets, seed 0). A partner that shares its
+    seed's form and topic leaves the harm as the only difference to learn."""
+
+    def __init__(self, seeds: list[str], benign: list[str], embed: Callable[[list[str]], np.ndarray], pool: int):
+        self.benign = list(benign)
+        self.index = {seed: i for i, seed in enumerate(seeds)}
+        similarity = np.asarray(embed(list(seeds))) @ np.asarray(embed(self.benign)).T  # both unit-normalised
+        pool = min(pool, len(self.benign))
+        self.nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :pool]
+
+    def draw(self, seeds: list[str], n: int, rng: random.Random) -> list[str]:
+        """``n`` benign requests, one per seed in turn (cycling), each drawn from that seed's nearest pool and,
+        while any of the pool is left, not one already drawn."""
+        taken: set[int] = set()
+        drawn: list[str] = []
+        for i in range(n if seeds else 0):
+            pool = [int(j) for j in self.nearest[self.index[seeds[i % len(seeds)]]]]
+            fresh = [j for j in pool if j not in taken]
+            pick = rng.choice(fresh or pool)
+            taken.add(pick)
+            drawn.append(self.benign[pick])
+        return drawn
 
 
 def mixed_batches(
