@@ -53,12 +53,18 @@ class BenignPartners:
     seeds are 58% imperatives (AdvBench) and the diet 70% questions, and the warm-up refused 46% of ordinary
     imperative requests and none of the ordinary questions, while answering 75-83% of harmful "How to /
     Ways to" questions and 22% of harmful imperatives (development sets, seed 0). A partner that shares its
-    seed's form and topic leaves the harm as the only difference to learn."""
+    seed's form (question or instruction) and topic leaves the harm as the only difference to learn."""
 
     def __init__(self, seeds: list[str], benign: list[str], embed: Callable[[list[str]], np.ndarray], pool: int):
         self.benign = list(benign)
         self.index = {seed: i for i, seed in enumerate(seeds)}
         similarity = np.asarray(embed(list(seeds))) @ np.asarray(embed(self.benign)).T  # both unit-normalised
+        # MiniLM matches topic, not form: 66 of 77 imperative seeds got a question as their nearest partner.
+        # Within a form that the diet holds, a partner of the other form is never preferred.
+        seed_form = np.array([request_form(s) for s in seeds])
+        benign_form = np.array([request_form(b) for b in self.benign])
+        same = seed_form[:, None] == benign_form[None, :]
+        similarity = similarity + 2.0 * (same | ~np.isin(seed_form, benign_form)[:, None])  # cosine <= 1 < 2
         pool = min(pool, len(self.benign))
         self.nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :pool]
 
@@ -74,6 +80,44 @@ class BenignPartners:
             taken.add(pick)
             drawn.append(self.benign[pick])
         return drawn
+
+
+QUESTION_WORDS = frozenset(
+    [
+        "how",
+        "what",
+        "why",
+        "who",
+        "whom",
+        "whose",
+        "where",
+        "when",
+        "which",
+        "is",
+        "are",
+        "was",
+        "were",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "do",
+        "does",
+        "did",
+        "isn't",
+        "aren't",
+        "don't",
+        "doesn't",
+    ]
+)
+
+
+def request_form(text: str) -> str:
+    """'question' (ends with ? or opens with a question word) or 'instruction' ("Write...", "Ways to...")."""
+    words = text.strip().split()
+    first = words[0].lower().strip(",.:;!\"'") if words else ""
+    return "question" if text.strip().endswith("?") or first in QUESTION_WORDS else "instruction"
 
 
 def mixed_batches(
