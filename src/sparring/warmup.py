@@ -82,35 +82,10 @@ class BenignPartners:
         return drawn
 
 
-QUESTION_WORDS = frozenset(
-    [
-        "how",
-        "what",
-        "why",
-        "who",
-        "whom",
-        "whose",
-        "where",
-        "when",
-        "which",
-        "is",
-        "are",
-        "was",
-        "were",
-        "can",
-        "could",
-        "should",
-        "would",
-        "will",
-        "do",
-        "does",
-        "did",
-        "isn't",
-        "aren't",
-        "don't",
-        "doesn't",
-    ]
-)
+QUESTION_WORDS = frozenset({
+    "how", "what", "why", "who", "whom", "whose", "where", "when", "which", "is", "are", "was", "were", "can",
+    "could", "should", "would", "will", "do", "does", "did", "isn't", "aren't", "don't", "doesn't",
+})  # fmt: skip
 
 
 def request_form(text: str) -> str:
