@@ -105,3 +105,16 @@ def test_explained_variance_and_kl_controller_and_schedule():
     g = rl.lr_lambda("constant", warmup=4)
     assert [g(t) for t in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     assert rl.lr_lambda("constant", 0)(100) == 1.0
+
+
+def test_token_weights_weigh_tokens_or_responses_alike():
+    """rl.loss_aggregation: token weighs a long answer by its length; sequence weighs each response once,
+    so a 2-token refusal counts as much as a 6-token answer."""
+    mask = torch.tensor([[1.0, 1.0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+    token = rl.token_weights(mask, 2, mask.sum(), "token")
+    sequence = rl.token_weights(mask, 2, mask.sum(), "sequence")
+    assert torch.allclose(token.sum(1), torch.tensor([2 / 8, 6 / 8]))
+    assert torch.allclose(sequence.sum(1), torch.tensor([0.5, 0.5]))
+    assert torch.equal(sequence * (1 - mask), torch.zeros_like(mask))  # padding weighs nothing
+    half = rl.token_weights(mask[:1], 2, mask.sum(), "sequence")  # a micro-batch of the same minibatch
+    assert torch.allclose(half, sequence[:1])

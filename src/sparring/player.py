@@ -66,6 +66,11 @@ class RLConfig(BaseModel):
     )
     value_coef: float = Field(1.0, ge=0, description="PPO: weight of the value loss.")
     whiten_advantages: bool = Field(True, description="Normalise advantages to zero mean, unit variance per batch.")
+    loss_aggregation: Literal["token", "sequence"] = Field(
+        "token",
+        description="How the minibatch loss averages: token = every response token alike (long answers weigh more "
+        "than short refusals), sequence = every response alike (its tokens share its weight; GRPO's original).",
+    )
     epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
     minibatch_size: int = Field(16, ge=1, description="Sequences per optimiser step.")
     micro_batch_size: int = Field(8, ge=1, description="Sequences per forward/backward (gradient accumulation).")
@@ -518,16 +523,16 @@ class Player:
                 self.model, part, with_values=self.value_head is not None, with_entropy=True
             )
             pg, clipped, approx_kl = rl.policy_loss(logprobs, part.old_logprobs, advantages[micro], mask, cfg.clip)
-            loss = pg.sum()
+            weight = rl.token_weights(mask, len(idx), total_tokens, cfg.loss_aggregation)
+            loss = (pg * weight).sum()
             if cfg.kl_mode == "loss" and self.kl_coef > 0:
-                loss = loss + self.kl_coef * (rl.k3_kl(logprobs, part.ref_logprobs) * mask).sum()
+                loss = loss + self.kl_coef * (rl.k3_kl(logprobs, part.ref_logprobs) * weight).sum()
             if values is not None and returns is not None:
                 vl, v_clipped = rl.value_loss(values, part.values, returns[micro], mask, cfg.value_clip)
-                loss = loss + cfg.value_coef * vl.sum()
+                loss = loss + cfg.value_coef * (vl * weight).sum()
                 sums["value_loss"] += float(vl.detach().sum() / total_tokens)
                 sums["value_clip_frac"] += float(v_clipped.sum() / total_tokens)
-            # Token-level mean over the whole minibatch, whatever the micro-batch split.
-            (loss / total_tokens).backward()
+            loss.backward()
             sums["policy_loss"] += float(pg.detach().sum() / total_tokens)
             sums["clip_frac"] += float(clipped.sum() / total_tokens)
             sums["approx_kl"] += float(approx_kl.sum() / total_tokens)

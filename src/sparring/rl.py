@@ -99,6 +99,15 @@ def policy_loss(
     return loss * mask, was_clipped * mask, approx_kl.detach() * mask
 
 
+def token_weights(mask: torch.Tensor, n_sequences: int, n_tokens: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """Each response token's weight in a minibatch's mean loss, whatever its micro-batch split: token = 1 /
+    (the minibatch's tokens), so a 32-token answer weighs five times a 6-token refusal; sequence = 1 / (its
+    response's tokens x the minibatch's responses), so every response weighs alike (GRPO's original mean)."""
+    if aggregation == "sequence":
+        return mask / (mask.sum(1, keepdim=True).clamp(min=1) * n_sequences)
+    return mask / n_tokens
+
+
 def value_loss(
     values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
