@@ -96,3 +96,21 @@ def test_a_defender_step_draws_the_benign_partners_of_its_seeds(tmp_path):
     pools = [{game.benign[int(j)] for j in game.partners.nearest[game.partners.index[s]]} for s in seeds]
     benign = answers.inputs[answers.n_attack_rows :: answers.k]
     assert len(benign) == 3 and all(b in pool for b, pool in zip(benign, pools, strict=True))
+
+
+@pytest.mark.parametrize("rows", ["answers", "warmup"])
+def test_the_anchor_holds_the_warm_ups_refusals_only_when_asked(tmp_path, rows):
+    """defender.rl.anchor_rows=warmup anchors RL to the whole warm-up (its refusal rows too); answers, the
+    default, to its benign answers alone."""
+    from sparring import data as data_sources
+    from sparring.game import Game
+    from tests.test_game import tiny_config
+
+    overrides = ["schedule.steps=0", "warmup.min_answer_words=1", "defender.sampling.max_new_tokens=12"]
+    overrides += ["run.eval_at_start=false", "run.eval_at_end=false", "defender.rl.anchor_coef=0.5"]
+    game = Game(tiny_config(tmp_path, *overrides, f"defender.rl.anchor_rows={rows}"), tmp_path / "run")
+    game.play()
+    refusals = set(data_sources.project_refusals())
+    refused = [a for _, a in game.defender.anchor if a in refusals]
+    assert len(game.defender.anchor) > len(refused)  # the benign answers are there either way
+    assert (len(refused) > 0) == (rows == "warmup")

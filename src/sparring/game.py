@@ -93,7 +93,7 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-ANCHOR_FILE = "anchor.jsonl"  # the warm-up's benign (prompt, answer) pairs: the defender's RL anchor
+ANCHOR_FILE = "anchor.jsonl"  # the warm-up's (prompt, answer, kind) rows: the defender's RL anchor
 
 
 def step_seed(seed: int, step: int, role: str) -> int:
@@ -195,7 +195,8 @@ class Game:
         )  # fmt: skip
         anchor = self.run_dir / "warmup" / role / ANCHOR_FILE
         if anchor.exists():
-            player.anchor = [(r["prompt"], r["answer"]) for r in read_jsonl(anchor)]
+            kinds = {"answer", "refusal"} if settings.rl.anchor_rows == "warmup" else {"answer"}
+            player.anchor = [(r["prompt"], r["answer"]) for r in read_jsonl(anchor) if r.get("kind", "answer") in kinds]
         return player
 
     def _rebase(self, role: str) -> None:
@@ -343,7 +344,10 @@ class Game:
             if self.dist.is_main:  # the defender's RL anchor, kept with the warm-up so a resumed run has it
                 folder = self.run_dir / "warmup" / "defender"
                 folder.mkdir(parents=True, exist_ok=True)
-                lines = [json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in answers]
+                trained = {row for batch in batches for row in batch}  # the refusal rows the warm-up used
+                rows = [(p, a, "answer") for p, a in answers]
+                rows += [(p, a, "refusal") for p, a in refusals if (p, a) in trained]
+                lines = [json.dumps({"prompt": p, "answer": a, "kind": k}) + "\n" for p, a, k in rows]
                 atomic_write(folder / ANCHOR_FILE, "".join(lines))
             self._rebase("defender")
             self.emit(

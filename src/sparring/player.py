@@ -93,6 +93,12 @@ class RLConfig(BaseModel):
         "step, so RL does not unlearn answering harmless requests; 0 = off.",
     )
     anchor_batch_size: int = Field(8, ge=1, description="Anchor (prompt, answer) pairs per optimiser step.")
+    anchor_rows: Literal["answers", "warmup"] = Field(
+        "answers",
+        description="The defender's anchor: answers = its warm-up answers to benign requests (a pull toward "
+        "answering alone); warmup = those and the warm-up's refusal rows, the whole supervised objective, so RL "
+        "moves off the warm-up's refuse/answer line only where its rewards say so.",
+    )
     shard: Literal["none", "fsdp"] = Field(
         "none",
         description="fsdp: split the player's parameters, gradients and optimiser state over the launched processes "
