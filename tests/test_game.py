@@ -425,3 +425,27 @@ def test_both_learning_rate_schedules_run_on_the_game_clock(tmp_path):
     assert game.attacker.scheduler.get_last_lr()[0] == pytest.approx(1e-2 * factor(4))
     first_attack = next(m for m in metrics if m["stage"] == "attacker")  # step 2: two defender steps before it
     assert first_attack["attacker_lr"] == pytest.approx(1e-2 * factor(3))  # its own clock would read factor(1)
+
+
+def test_the_attack_anchor_refuses_each_attack_that_seeks_harm(tmp_path):
+    """anchor_rows=attacks: each defender update's anchor holds a project refusal of every attack the gate
+    calls harmful (every attack without the gate), beside the warm-up's answers; attacker steps hold none."""
+    cfg = tiny_config(tmp_path, "run.name=r", *ANCHORED, "defender.rl.anchor_rows=attacks", "gate.enabled=false")
+    game = Game(cfg, tmp_path / "r")
+    seen: list[tuple[str, list, list]] = []
+    update = game._update
+
+    def spy(step, stage, attacks, answers, *rewards):
+        seen.append((stage, list(game.defender.step_anchor) if stage == "defender" else [], list(attacks.texts)))
+        return update(step, stage, attacks, answers, *rewards)
+
+    game._update = spy
+    game.play()
+    refusals = set(game.refusals)
+    defender_steps = [(anchor, texts) for stage, anchor, texts in seen if stage == "defender"]
+    assert defender_steps and game.defender.anchor  # the warm-up's answers stay the static part
+    for anchor, texts in defender_steps:
+        assert len(anchor) == len(texts) and all(target in refusals for _, target in anchor)
+        assert all(text in prompt for (prompt, _), text in zip(anchor, texts, strict=True))
+    metrics = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all("defender_anchor_loss" in m for m in metrics if m["stage"] == "defender")

@@ -149,6 +149,7 @@ class Game:
         self.intent = referee if cfg.gate.enabled and self.attacker is not None else None  # the gate's intent
         self.referee = referee
         self.seeds = data_sources.load_prompt_set(cfg.data.harmful_seeds)
+        self.refusals = data_sources.project_refusals()  # the warm-up's refusal texts, for anchor_rows=attacks
         # the diet feeds the warm-up's benign rows whatever data.benign_per_step is: 0 turns benign requests
         # off in game steps only (it once emptied the warm-up too, which then taught refusing everything)
         self.benign = data_sources.load_prompt_set(cfg.data.benign)
@@ -413,6 +414,8 @@ class Game:
             judged.p_unsafe, judged.helpful[n:], bleu, emb_sim, w_bleu, w_emb, gate,
             refused=judged.refusals[:n], refusal_weight=cfg.data.refusal_weight,
         )  # fmt: skip
+        if stage == "defender":
+            self.defender.step_anchor = self._attack_refusals(step, attacks.texts, gate)
         stats = self._update(step, stage, attacks, answers, defender_reward, attacker_reward)  # 6. RL update
         clock.lap("update")
 
@@ -429,6 +432,18 @@ class Game:
         if self.attacker is not None:  # every rank sees every row, so every archive stays identical
             self.archive += successful_attacks(rows, cfg.judge.threshold)
         return StepResult(metrics, rows)
+
+    def _attack_refusals(self, step: int, attacks: list[str], gate: Gate | None) -> list[tuple[str, str]]:
+        """``defender.rl.anchor_rows=attacks``: a project refusal of each attack that seeks harm (all of them
+        without the gate), the rows the warm-up would have taught had the attacker written its seeds."""
+        rl_cfg = self.config.defender.rl
+        if rl_cfg.anchor_rows != "attacks" or rl_cfg.anchor_coef == 0:
+            return []
+        rng = random.Random(step_seed(self.config.run.seed, step, "anchor"))
+        harmful = gate.harmful if gate is not None else np.ones(len(attacks), dtype=bool)
+        system, tokenizer = self.config.defender.system_prompt, self.defender.tokenizer
+        pairs = zip(attacks, harmful, strict=True)
+        return [(chat_prompt(tokenizer, a, system), rng.choice(self.refusals)) for a, h in pairs if h]
 
     def _write_attacks(self, step: int, stage: str, rng: random.Random) -> Attacks:
         """Seeds -> the attacker's prompts (k_a rewrites per seed in its own stages); in defender stages a

@@ -93,11 +93,13 @@ class RLConfig(BaseModel):
         "step, so RL does not unlearn answering harmless requests; 0 = off.",
     )
     anchor_batch_size: int = Field(8, ge=1, description="Anchor (prompt, answer) pairs per optimiser step.")
-    anchor_rows: Literal["answers", "warmup"] = Field(
+    anchor_rows: Literal["answers", "warmup", "attacks"] = Field(
         "answers",
         description="The defender's anchor: answers = its warm-up answers to benign requests (a pull toward "
         "answering alone); warmup = those and the warm-up's refusal rows, the whole supervised objective, so RL "
-        "moves off the warm-up's refuse/answer line only where its rewards say so.",
+        "moves off the warm-up's refuse/answer line only where its rewards say so; attacks = the warm-up's "
+        "answers and a project refusal of each of this step's attacks that seeks harm (the warm-up continued on "
+        "the attacker's prompts, as MART fine-tunes its target on safe answers to the red team's prompts).",
     )
     shard: Literal["none", "fsdp"] = Field(
         "none",
@@ -210,6 +212,7 @@ class Player:
         )
         self.kl_coef = config.kl_coef
         self.anchor: list[tuple[str, str]] = []  # (chat-formatted prompt, answer) pairs for config.anchor_coef
+        self.step_anchor: list[tuple[str, str]] = []  # rows for this update alone, in every minibatch's anchor
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(model, "enable_input_require_grads"):
@@ -546,7 +549,7 @@ class Player:
         if anchor_rng is not None:  # loss += gamma * E_anchor[-log p(answer | prompt)] (PPO-ptx)
             picks = torch.randint(len(self.anchor), (cfg.anchor_batch_size,), generator=anchor_rng).tolist()
             with self._autocast():
-                anchor_loss = sft_loss(self.model, self.tokenizer, [self.anchor[i] for i in picks])
+                anchor_loss = sft_loss(self.model, self.tokenizer, [self.anchor[i] for i in picks] + self.step_anchor)
             (cfg.anchor_coef * anchor_loss).backward()
             sums["anchor_loss"] = float(anchor_loss.detach())
         if not self.sharded:  # FSDP has already reduce-scattered the mean gradient
