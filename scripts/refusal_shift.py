@@ -1,0 +1,114 @@
+"""Where a run's defender stage moved its refusals: log p(a project refusal | prompt) before and after.
+
+    python scripts/refusal_shift.py RUN_DIR [--before step-0] [--after latest] [--set NAME=FILE ...]
+
+Greedy evals flip few decisions per stage, so they show the slide late and noisily; this reads the bias
+itself: per prompt, log P(the answer opens as a refusal) -- log sum_j p(opening_j | prompt) over the
+openings of the project's refusals ("I can't", "I'm sorry", ...) -- under the checkpoint ``--before``
+(step-0: the warm-up) and ``--after``. Groups: the run's own defender-stage attacks, split by what their
+k sampled answers were (the refusal matcher): mixed groups are where RL had a refuse-vs-comply signal;
+then each ``--set`` (held-out prompts). Prints the mean change per group with a 95% bootstrap interval
+over prompts and the share of prompts that moved up; then, for the first set against each other one, the
+AUC of log P(refusal) before and after -- whether the stage sharpened the line between them, whatever it
+did to the bias.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sparring.config import load_config
+from sparring.data import read_prompts
+from sparring.evaluate import auc, bootstrap_interval
+from sparring.judges.refusal import is_refusal
+from sparring.models import chat_prompt, restore_weights
+from sparring.runlog import Checkpoints
+from sparring.runs import player_model
+
+OPENINGS = ("I can't", "I cannot", "I'm sorry", "Sorry", "I won't", "I'm unable")  # how most project refusals begin
+
+
+@torch.no_grad()
+def refusal_logprob(model, tokenizer, prompts: list[str], system: str | None, batch: int = 32) -> np.ndarray:
+    """log P(the answer opens as a refusal | chat(prompt)) = log sum_j p(OPENINGS[j] | prompt), per prompt:
+    a greedy answer refuses when this mode wins its first tokens, so it is the bias a stage moves."""
+    rows = [(p, o) for p in prompts for o in OPENINGS]
+    scores: list[float] = []
+    for i in range(0, len(rows), batch):
+        part = rows[i : i + batch]
+        heads = [tokenizer(chat_prompt(tokenizer, p, system), add_special_tokens=False)["input_ids"] for p, _ in part]
+        tails = [tokenizer(o, add_special_tokens=False)["input_ids"] for _, o in part]
+        width = max(len(h) + len(t) for h, t in zip(heads, tails, strict=True))
+        ids = torch.full((len(part), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask, target = torch.zeros_like(ids), torch.zeros_like(ids, dtype=torch.bool)
+        for row, (h, t) in enumerate(zip(heads, tails, strict=True)):
+            ids[row, width - len(h) - len(t) :] = torch.tensor(h + t)  # left padding, as in generation
+            mask[row, width - len(h) - len(t) :] = 1
+            target[row, width - len(t) :] = True
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float()
+        logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        scores += (logp * target[:, 1:]).sum(1).tolist()
+    table = np.array(scores).reshape(len(prompts), len(OPENINGS))
+    top = table.max(1, keepdims=True)
+    return (top + np.log(np.exp(table - top).sum(1, keepdims=True)))[:, 0]
+
+
+def attack_groups(run_dir: Path) -> dict[str, list[str]]:
+    """The defender-stage attacks of the run, by how many of their sampled answers the matcher refused."""
+    groups: dict[str, list[str]] = {"attacks, all answered": [], "attacks, mixed": [], "attacks, all refused": []}
+    for line in (run_dir / "attacks.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["stage"] != "defender":
+            continue
+        refused = sum(is_refusal(r) for r in row["responses"])
+        key = "all answered" if refused == 0 else "all refused" if refused == len(row["responses"]) else "mixed"
+        groups[f"attacks, {key}"].append(row["prompt"])
+    return groups
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--before", default="step-0")
+    ap.add_argument("--after", default="latest")
+    ap.add_argument("--set", action="append", default=[], help="NAME=FILE, a prompt set to read (repeatable)")
+    ap.add_argument("--sets-only", action="store_true", help="Skip the run's own attacks (a third of the time)")
+    args = ap.parse_args()
+    cfg = load_config(args.run_dir / "config.yaml")
+    checkpoints = Checkpoints(args.run_dir / "checkpoints", cfg.run.keep_checkpoints)
+    groups = {} if args.sets_only else attack_groups(args.run_dir)
+    groups.update({name: read_prompts(Path(path)) for name, path in (s.split("=", 1) for s in args.set)})
+    model, tokenizer = player_model(cfg.defender, args.run_dir / "warmup" / "defender")
+    model.eval()
+    system = cfg.defender.system_prompt
+    shifts = {}
+    for tag in (args.before, args.after):
+        directory = checkpoints.latest() if tag == "latest" else args.run_dir / "checkpoints" / tag
+        restore_weights(model, directory / "defender")
+        shifts[tag] = {name: refusal_logprob(model, tokenizer, ps, system) for name, ps in groups.items()}
+    print(f"{'group':24s} {'n':>4s} {'log p before':>12s} {'after':>7s} {'change [95%]':>24s} {'up':>5s}")
+    for name, prompts in groups.items():
+        if not prompts:
+            continue
+        before, after = shifts[args.before][name], shifts[args.after][name]
+        delta = after - before
+        low, high = bootstrap_interval(delta)
+        print(f"{name:24s} {len(prompts):4d} {before.mean():12.2f} {after.mean():7.2f} "
+              f"{delta.mean():+8.2f} [{low:+.2f}, {high:+.2f}] {np.mean(delta > 0):5.2f}")  # fmt: skip
+    named = [name for name, _ in (s.split("=", 1) for s in args.set)]
+    for negative in named[1:]:  # does the bias tell the first set (harmful) from each other one, before and after?
+        pairs = {tag: (shifts[tag][named[0]], shifts[tag][negative]) for tag in (args.before, args.after)}
+        readings = [
+            auc(np.concatenate(pair), np.r_[np.ones(len(pair[0])), np.zeros(len(pair[1]))]) for pair in pairs.values()
+        ]
+        print(f"AUC of log P(refusal), {named[0]} vs {negative}: {readings[0]:.3f} -> {readings[1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
