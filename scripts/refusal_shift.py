@@ -1,4 +1,4 @@
-"""Where a run's defender stage moved its refusals: log p(a project refusal | prompt) before and after.
+"""Where a run's defender stage moved its refusals: log P(the answer opens as a refusal) before and after.
 
     python scripts/refusal_shift.py RUN_DIR [--before step-0] [--after latest] [--set NAME=FILE ...]
 
@@ -29,6 +29,7 @@ from sparring.judges.refusal import is_refusal
 from sparring.models import chat_prompt, restore_weights
 from sparring.runlog import Checkpoints
 from sparring.runs import player_model
+from sparring.sft import sft_batch
 
 OPENINGS = ("I can't", "I cannot", "I'm sorry", "Sorry", "I won't", "I'm unable")  # how most project refusals begin
 
@@ -37,26 +38,16 @@ OPENINGS = ("I can't", "I cannot", "I'm sorry", "Sorry", "I won't", "I'm unable"
 def refusal_logprob(model, tokenizer, prompts: list[str], system: str | None, batch: int = 32) -> np.ndarray:
     """log P(the answer opens as a refusal | chat(prompt)) = log sum_j p(OPENINGS[j] | prompt), per prompt:
     a greedy answer refuses when this mode wins its first tokens, so it is the bias a stage moves."""
-    rows = [(p, o) for p in prompts for o in OPENINGS]
+    rows = [(chat_prompt(tokenizer, p, system), o) for p in prompts for o in OPENINGS]
     scores: list[float] = []
     for i in range(0, len(rows), batch):
-        part = rows[i : i + batch]
-        heads = [tokenizer(chat_prompt(tokenizer, p, system), add_special_tokens=False)["input_ids"] for p, _ in part]
-        tails = [tokenizer(o, add_special_tokens=False)["input_ids"] for _, o in part]
-        width = max(len(h) + len(t) for h, t in zip(heads, tails, strict=True))
-        ids = torch.full((len(part), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask, target = torch.zeros_like(ids), torch.zeros_like(ids, dtype=torch.bool)
-        for row, (h, t) in enumerate(zip(heads, tails, strict=True)):
-            ids[row, width - len(h) - len(t) :] = torch.tensor(h + t)  # left padding, as in generation
-            mask[row, width - len(h) - len(t) :] = 1
-            target[row, width - len(t) :] = True
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions, labels = sft_batch(tokenizer, rows[i : i + batch])
+        labels[:, -1] = -100  # an opening, not a whole answer: every row's last target is the EOS sft_batch adds
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float()
-        logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        scores += (logp * target[:, 1:]).sum(1).tolist()
-    table = np.array(scores).reshape(len(prompts), len(OPENINGS))
-    top = table.max(1, keepdims=True)
-    return (top + np.log(np.exp(table - top).sum(1, keepdims=True)))[:, 0]
+        target = labels[:, 1:]
+        logp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        scores += (logp * (target != -100)).sum(1).tolist()
+    return np.logaddexp.reduce(np.array(scores).reshape(len(prompts), len(OPENINGS)), axis=1)
 
 
 def attack_groups(run_dir: Path) -> dict[str, list[str]]:
@@ -83,7 +74,10 @@ def main() -> None:
     cfg = load_config(args.run_dir / "config.yaml")
     checkpoints = Checkpoints(args.run_dir / "checkpoints", cfg.run.keep_checkpoints)
     groups = {} if args.sets_only else attack_groups(args.run_dir)
-    groups.update({name: read_prompts(Path(path)) for name, path in (s.split("=", 1) for s in args.set)})
+    if bad := [s for s in args.set if "=" not in s]:
+        ap.error(f"--set takes NAME=FILE (e.g. harmful=runs/dev/harmful_train.txt), got {bad[0]!r}")
+    named = dict(s.split("=", 1) for s in args.set)
+    groups.update({name: read_prompts(Path(path)) for name, path in named.items()})
     model, tokenizer = player_model(cfg.defender, args.run_dir / "warmup" / "defender")
     model.eval()
     system = cfg.defender.system_prompt
@@ -101,13 +95,13 @@ def main() -> None:
         low, high = bootstrap_interval(delta)
         print(f"{name:24s} {len(prompts):4d} {before.mean():12.2f} {after.mean():7.2f} "
               f"{delta.mean():+8.2f} [{low:+.2f}, {high:+.2f}] {np.mean(delta > 0):5.2f}")  # fmt: skip
-    named = [name for name, _ in (s.split("=", 1) for s in args.set)]
-    for negative in named[1:]:  # does the bias tell the first set (harmful) from each other one, before and after?
-        pairs = {tag: (shifts[tag][named[0]], shifts[tag][negative]) for tag in (args.before, args.after)}
+    sets = list(named)
+    for negative in sets[1:]:  # does the bias tell the first set (harmful) from each other one, before and after?
+        pairs = {tag: (shifts[tag][sets[0]], shifts[tag][negative]) for tag in (args.before, args.after)}
         readings = [
             auc(np.concatenate(pair), np.r_[np.ones(len(pair[0])), np.zeros(len(pair[1]))]) for pair in pairs.values()
         ]
-        print(f"AUC of log P(refusal), {named[0]} vs {negative}: {readings[0]:.3f} -> {readings[1]:.3f}")
+        print(f"AUC of log P(refusal), {sets[0]} vs {negative}: {readings[0]:.3f} -> {readings[1]:.3f}")
 
 
 if __name__ == "__main__":
