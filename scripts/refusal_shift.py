@@ -27,27 +27,19 @@ from sparring.data import read_prompts
 from sparring.evaluate import auc, bootstrap_interval
 from sparring.judges.refusal import is_refusal
 from sparring.models import chat_prompt, restore_weights
+from sparring.refusal_bias import opening_ids, opening_logprob
 from sparring.runlog import Checkpoints
 from sparring.runs import player_model
-from sparring.sft import sft_batch
-
-OPENINGS = ("I can't", "I cannot", "I'm sorry", "Sorry", "I won't", "I'm unable")  # how most project refusals begin
 
 
 @torch.no_grad()
-def refusal_logprob(model, tokenizer, prompts: list[str], system: str | None, batch: int = 32) -> np.ndarray:
-    """log P(the answer opens as a refusal | chat(prompt)) = log sum_j p(OPENINGS[j] | prompt), per prompt:
-    a greedy answer refuses when this mode wins its first tokens, so it is the bias a stage moves."""
-    rows = [(chat_prompt(tokenizer, p, system), o) for p in prompts for o in OPENINGS]
-    scores: list[float] = []
-    for i in range(0, len(rows), batch):
-        ids, mask, positions, labels = sft_batch(tokenizer, rows[i : i + batch])
-        labels[:, -1] = -100  # an opening, not a whole answer: every row's last target is the EOS sft_batch adds
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float()
-        target = labels[:, 1:]
-        logp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        scores += (logp * (target != -100)).sum(1).tolist()
-    return np.logaddexp.reduce(np.array(scores).reshape(len(prompts), len(OPENINGS)), axis=1)
+def refusal_logprob(model, tokenizer, prompts: list[str], system: str | None, batch: int = 8) -> np.ndarray:
+    """log P(the answer opens as a refusal | chat(prompt)) per prompt (refusal_bias.py): a greedy answer refuses
+    when this mode wins its first tokens, so it is the bias a stage moves."""
+    ids = [tokenizer(chat_prompt(tokenizer, p, system), add_special_tokens=False)["input_ids"] for p in prompts]
+    openings, pad = opening_ids(tokenizer), tokenizer.pad_token_id
+    chunks = [opening_logprob(model, ids[i : i + batch], openings, pad) for i in range(0, len(ids), batch)]
+    return torch.cat(chunks).double().numpy()
 
 
 def attack_groups(run_dir: Path) -> dict[str, list[str]]:

@@ -14,6 +14,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,7 @@ from sparring.errors import SparringError
 from sparring.generation import Generation, cache_kwarg, prefill, prompt_groups
 from sparring.models import activate_adapters, restore_weights
 from sparring.precision import MasterWeights
+from sparring.refusal_bias import opening_ids, opening_logprob, unpadded
 from sparring.runlog import (
     optimizer_from_files,
     optimizer_state_from_files,
@@ -100,6 +102,14 @@ class RLConfig(BaseModel):
         "moves off the warm-up's refuse/answer line only where its rewards say so; attacks = the warm-up's "
         "answers and a project refusal of each of this step's attacks that seeks harm (the warm-up continued on "
         "the attacker's prompts, as MART fine-tunes its target on safe answers to the red team's prompts).",
+    )
+    refusal_hold_coef: float = Field(
+        0.0,
+        ge=0,
+        description="lambda: weight of the refusal hold (refusal_bias.py), lambda * (mean_x P(answer opens as a "
+        "refusal | x) - the reference's mean)^2 over each minibatch's prompts, added to every optimiser step: RL "
+        "may move refusals between prompts (sharpen the harmful/harmless line) but not shift them all toward "
+        "answering, the slide a defender stage showed; 0 = off.",
     )
     shard: Literal["none", "fsdp"] = Field(
         "none",
@@ -213,6 +223,7 @@ class Player:
         self.kl_coef = config.kl_coef
         self.anchor: list[tuple[str, str]] = []  # (chat-formatted prompt, answer) pairs for config.anchor_coef
         self.step_anchor: list[tuple[str, str]] = []  # rows for this update alone, in every minibatch's anchor
+        self.openings = opening_ids(tokenizer) if config.refusal_hold_coef > 0 else []  # the refusal hold's
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(model, "enable_input_require_grads"):
@@ -457,6 +468,9 @@ class Player:
             return UpdateStats(skipped=True, extra={"skip_reason": "non-finite rewards or log-probs"})
         if cfg.algo != "ppo" and len(batch) % batch.group_size:
             raise ValueError("critic-free batches must hold whole groups")
+        # Shuffle whole groups, so the samples of one prompt land in one micro-batch and share its pass.
+        group = batch.group_size if len(batch) % batch.group_size == 0 else 1
+        held = self._reference_refusals(batch, group) if cfg.refusal_hold_coef > 0 else None
         self.model.train()
         if self.value_head is not None:
             self.value_head.train()
@@ -467,14 +481,12 @@ class Player:
         anchor_rng = None
         if cfg.anchor_coef > 0 and self.anchor:  # its own generator, seeded from the step's: shuffles stay as they were
             anchor_rng = torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
-        # Shuffle whole groups, so the samples of one prompt land in one micro-batch and share its pass.
-        group = batch.group_size if len(batch) % batch.group_size == 0 else 1
         for _ in range(cfg.epochs):
             order = torch.randperm(len(batch) // group, generator=generator)
             order = (order[:, None] * group + torch.arange(group)).flatten()
             for mb_start in range(0, len(batch), cfg.minibatch_size):
                 idx = order[mb_start : mb_start + cfg.minibatch_size]
-                stats = self._minibatch_step(batch, advantages, returns, idx, anchor_rng)
+                stats = self._minibatch_step(batch, advantages, returns, idx, anchor_rng, held, group)
                 if stats is None:
                     return UpdateStats(skipped=True, extra={"skip_reason": "non-finite gradient"})
                 for key, value in stats.items():
@@ -505,12 +517,12 @@ class Player:
             lr=self.scheduler.get_last_lr()[0],
             mean_score=float(batch.scores.mean()),
             tokens_per_s=cfg.epochs * float(mask.sum()) / max(elapsed, 1e-9),
-            extra={"anchor_loss": means["anchor_loss"]} if "anchor_loss" in means else {},
+            extra={k: means[k] for k in ("anchor_loss", "refusal_hold_gap") if k in means},
         )
 
     def _minibatch_step(
         self, batch: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor | None, idx: torch.Tensor,
-        anchor_rng: torch.Generator | None = None,
+        anchor_rng: torch.Generator | None = None, held: dict[tuple[int, ...], float] | None = None, group: int = 1,
     ) -> dict[str, float] | None:  # fmt: skip
         cfg = self.config
         total_tokens = batch.response_mask[idx].sum().clamp(min=1).float()
@@ -552,6 +564,8 @@ class Player:
                 anchor_loss = sft_loss(self.model, self.tokenizer, [self.anchor[i] for i in picks] + self.step_anchor)
             (cfg.anchor_coef * anchor_loss).backward()
             sums["anchor_loss"] = float(anchor_loss.detach())
+        if held is not None:
+            sums["refusal_hold_gap"] = self._hold_refusals(batch.select(idx[::group]), held)
         if not self.sharded:  # FSDP has already reduce-scattered the mean gradient
             self.dist.average_gradients(self._trained_params())
         if self.masters is not None:  # low-precision gradients become fp32 ones on the masters
@@ -567,6 +581,37 @@ class Player:
         self.scheduler.step()
         sums["grad_norm"] = float(grad_norm)
         return sums
+
+    def _refusal_chunks(self, model: nn.Module, prompts: list[list[int]]) -> Iterator[torch.Tensor]:
+        """P(the answer opens as a refusal | prompt) per micro-batch of prompts (each prompt is one row per
+        opening), yielded one micro-batch at a time so a caller's backward frees each graph before the next."""
+        step, pad = self.config.micro_batch_size, self.tokenizer.pad_token_id
+        for i in range(0, len(prompts), step):
+            with self._autocast():
+                p = opening_logprob(model, prompts[i : i + step], self.openings, pad).exp()
+            yield p
+
+    @torch.no_grad()
+    def _reference_refusals(self, batch: RolloutBatch, group: int) -> dict[tuple[int, ...], float]:
+        """The reference's P(refusal opening) for each group's prompt: the level the refusal hold keeps."""
+        self.model.eval()
+        prompts = unpadded(batch.prompt_ids[::group], batch.prompt_mask[::group])
+        with self.reference_model() as ref:
+            p = torch.cat(list(self._refusal_chunks(ref, prompts)))
+        return {tuple(x): float(v) for x, v in zip(prompts, p, strict=True)}
+
+    def _hold_refusals(self, part: RolloutBatch, held: dict[tuple[int, ...], float]) -> float:
+        """Backward of lambda * (m - m_ref)^2, m = the mean P(refusal opening) over the minibatch's prompts (one
+        row per group). A square is not a sum over micro-batches, so m is read first without a graph, then
+        each micro-batch backs 2 lambda (m - m_ref) / n * its sum of P. Returns m - m_ref."""
+        prompts = unpadded(part.prompt_ids, part.prompt_mask)
+        with torch.no_grad():
+            mean = float(torch.cat(list(self._refusal_chunks(self.model, prompts))).mean())
+        gap = mean - sum(held[tuple(x)] for x in prompts) / len(prompts)
+        scale = 2 * self.config.refusal_hold_coef * gap / len(prompts)
+        for p in self._refusal_chunks(self.model, prompts):
+            (scale * p.sum()).backward()
+        return gap
 
     def advance_schedule(self, steps: int) -> None:
         """Move the learning-rate schedule on by ``steps`` optimiser steps this player did not take (the other

@@ -1,0 +1,53 @@
+"""The defender's refusal bias: how likely its answer is to open as a refusal, read straight off the policy.
+
+A greedy answer refuses when the refusal mode wins its first tokens, so
+log P(refusal opening | prompt) = log sum_j p(OPENINGS[j] | prompt) is the quantity a defender stage moves
+when it slides toward answering (scripts/refusal_shift.py reads it per prompt). ``defender.rl.refusal_hold``
+uses it during RL: the mean P(refusal opening) over each minibatch's prompts is held at the reference's
+(the warm-up's) on the same prompts, so RL may move refusals from one prompt to another -- sharpen the
+harmful/harmless line -- but not shift them all toward answering.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+OPENINGS = ("I can't", "I cannot", "I'm sorry", "Sorry", "I won't", "I'm unable")  # how most project refusals begin
+
+
+def opening_ids(tokenizer: PreTrainedTokenizerBase, openings: tuple[str, ...] = OPENINGS) -> list[list[int]]:
+    """Each opening as the tokens an answer starts with (tokenised on its own, as ``sft_batch`` tokenises targets)."""
+    return [tokenizer(o, add_special_tokens=False)["input_ids"] for o in openings]
+
+
+def opening_logprob(
+    model: PreTrainedModel, prompts: list[list[int]], openings: list[list[int]], pad_id: int
+) -> torch.Tensor:
+    """log P(the answer opens as a refusal | prompt) per prompt (token ids of the chat-formatted prompt):
+    every (prompt, opening) pair as one left-padded row, the opening's summed token log-probs, then a
+    logsumexp over the openings. Differentiable; the caller picks no_grad or not."""
+    rows = [(p, o) for p in prompts for o in openings]
+    width = max(len(p) + len(o) for p, o in rows)
+    device = next(model.parameters()).device
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    scored = torch.zeros_like(ids, dtype=torch.bool)  # positions whose token is an opening's
+    for r, (p, o) in enumerate(rows):
+        start = width - len(p) - len(o)  # left padding, as in generation
+        ids[r, start:] = torch.tensor(p + o)
+        mask[r, start:] = 1
+        scored[r, width - len(o) :] = True
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask, positions, scored = ids.to(device), mask.to(device), positions.to(device), scored.to(device)
+    keep = max(len(o) for o in openings)  # the openings sit at the end: only their logits are needed
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=keep + 1)
+    logp = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(-1, ids[:, -keep:, None]).squeeze(-1)
+    per_row = (logp * scored[:, -keep:]).sum(1)
+    return torch.logsumexp(per_row.view(len(prompts), len(openings)), dim=1)
+
+
+def unpadded(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]]:
+    """The rows of a left-padded prompt batch as token lists, padding dropped."""
+    rows = zip(prompt_ids.tolist(), prompt_mask.tolist(), strict=True)
+    return [[i for i, m in zip(ids, mask, strict=True) if m] for ids, mask in rows]
