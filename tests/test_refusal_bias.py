@@ -11,11 +11,13 @@ from sparring.refusal_bias import OPENINGS, opening_ids, opening_logprob, unpadd
 from sparring.sft import sft
 
 
-def test_opening_logprob_is_the_openings_summed_token_logprobs_whatever_the_padding(tiny):
+def test_opening_logprob_is_the_openings_summed_token_logprobs_whatever_the_padding_or_pass(tiny):
     model, tok = tiny.model, tiny.tokenizer
     prompts = [tok(chat_prompt(tok, p), add_special_tokens=False)["input_ids"] for p in ("hi", "a much longer prompt")]
     openings = opening_ids(tok)
     got = opening_logprob(model, prompts, openings, tok.pad_token_id)
+    whole = opening_logprob(model, prompts, openings, tok.pad_token_id, shared_prefix=False)
+    assert torch.allclose(got, whole, atol=1e-4), "the shared prompt pass must score as the whole rows do"
     for row, prompt in enumerate(prompts):  # each (prompt, opening) alone, unpadded
         per_opening = []
         for opening in openings:

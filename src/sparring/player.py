@@ -586,9 +586,10 @@ class Player:
         """P(the answer opens as a refusal | prompt) per micro-batch of prompts (each prompt is one row per
         opening), yielded one micro-batch at a time so a caller's backward frees each graph before the next."""
         step, pad = self.config.micro_batch_size, self.tokenizer.pad_token_id
+        shared = not (self.config.gradient_checkpointing and model.training and torch.is_grad_enabled())
         for i in range(0, len(prompts), step):
             with self._autocast():
-                p = opening_logprob(model, prompts[i : i + step], self.openings, pad).exp()
+                p = opening_logprob(model, prompts[i : i + step], self.openings, pad, shared_prefix=shared).exp()
             yield p
 
     @torch.no_grad()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sparring.generation import cache_kwarg, prefill
+
 OPENINGS = ("I can't", "I cannot", "I'm sorry", "Sorry", "I won't", "I'm unable")  # how most project refusals begin
 
 
@@ -22,11 +24,57 @@ def opening_ids(tokenizer: PreTrainedTokenizerBase, openings: tuple[str, ...] = 
 
 
 def opening_logprob(
-    model: PreTrainedModel, prompts: list[list[int]], openings: list[list[int]], pad_id: int
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    openings: list[list[int]],
+    pad_id: int,
+    shared_prefix: bool = True,
 ) -> torch.Tensor:
-    """log P(the answer opens as a refusal | prompt) per prompt (token ids of the chat-formatted prompt):
-    every (prompt, opening) pair as one left-padded row, the opening's summed token log-probs, then a
-    logsumexp over the openings. Differentiable; the caller picks no_grad or not."""
+    """log P(the answer opens as a refusal | prompt) per prompt (token ids of the chat-formatted prompt): the
+    summed token log-probs of each opening, then a logsumexp over the openings. Differentiable; the caller
+    picks no_grad or not. With ``shared_prefix`` each prompt runs once and its key/value cache is copied to
+    its openings (gradients flow through the copies), a sixth of the memory of running every (prompt,
+    opening) row whole; gradient checkpointing keeps no cache, so its callers pass False."""
+    if not shared_prefix:
+        return _whole_rows(model, prompts, openings, pad_id)
+    device = next(model.parameters()).device
+    n, k, width = len(prompts), len(openings), max(len(o) for o in openings)
+    head_ids, head_mask = _left_padded(prompts, pad_id)
+    tail_ids = torch.full((n * k, width), pad_id, dtype=torch.long)
+    tail_mask = torch.zeros_like(tail_ids)
+    for j, o in enumerate(openings * n):  # row i * k + j: prompt i, opening j; right padding, after the opening
+        tail_ids[j, : len(o)] = torch.tensor(o)
+        tail_mask[j, : len(o)] = 1
+    head_ids, head_mask, tail_ids, tail_mask = (t.to(device) for t in (head_ids, head_mask, tail_ids, tail_mask))
+    rows = torch.arange(n, device=device).repeat_interleave(k)
+    head, cache = prefill(model, head_ids, head_mask, None)
+    cache.reorder_cache(rows)  # each prompt's cache, once per opening
+    lengths = head_mask.sum(1)[rows]
+    tail = model(
+        input_ids=tail_ids,
+        attention_mask=torch.cat([head_mask[rows], tail_mask], dim=1),
+        position_ids=lengths[:, None] + torch.arange(width, device=device),
+        use_cache=True,
+        **{cache_kwarg(model): cache},
+    )
+    # the prompt's last position predicts an opening's first token; the opening's token t predicts token t + 1
+    logits = torch.cat([head.logits[rows, -1:], tail.logits[:, :-1]], dim=1).float()
+    logp = torch.log_softmax(logits, -1).gather(-1, tail_ids[:, :, None]).squeeze(-1)
+    return torch.logsumexp((logp * tail_mask).sum(1).view(n, k), dim=1)
+
+
+def _left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p) :] = torch.tensor(p)
+        mask[r, width - len(p) :] = 1
+    return ids, mask
+
+
+def _whole_rows(model: PreTrainedModel, prompts: list[list[int]], openings: list[list[int]], pad_id: int):
+    """``opening_logprob`` with every (prompt, opening) pair run whole as one left-padded row."""
     rows = [(p, o) for p in prompts for o in openings]
     width = max(len(p) + len(o) for p, o in rows)
     device = next(model.parameters()).device
