@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sparring.generation import SamplingConfig, generate
@@ -28,11 +29,19 @@ def test_opening_logprob_is_the_openings_summed_token_logprobs_whatever_the_padd
         assert torch.allclose(got[row], torch.logsumexp(torch.stack(per_opening), 0), atol=1e-4)
 
 
-def _drifted_player(coef: float) -> tuple[Player, list[str]]:
+def _drifted_player(coef: float, space: str = "probability") -> tuple[Player, list[str]]:
     """A full fine-tune player whose policy was pushed toward refusing after its reference was frozen."""
     loaded = load_model("tiny")
     tok = loaded.tokenizer
-    cfg = RLConfig(algo="rloo", lr=1e-2, kl_coef=0.0, minibatch_size=16, micro_batch_size=4, refusal_hold_coef=coef)
+    cfg = RLConfig(
+        algo="rloo",
+        lr=1e-2,
+        kl_coef=0.0,
+        minibatch_size=16,
+        micro_batch_size=4,
+        refusal_hold_coef=coef,
+        refusal_hold_space=space,
+    )
     torch.manual_seed(0)
     player = Player(loaded.model, tok, cfg)
     prompts = [chat_prompt(tok, f"question {i}") for i in range(4)]
@@ -56,8 +65,9 @@ def _update_with_equal_scores(player: Player, prompts: list[str]):
     return player.update(batch, torch.Generator().manual_seed(0))
 
 
-def test_the_refusal_hold_pulls_the_mean_refusal_opening_back_to_the_reference():
-    player, prompts = _drifted_player(coef=10.0)
+@pytest.mark.parametrize("space", ["probability", "log"])
+def test_the_refusal_hold_pulls_the_mean_refusal_opening_back_to_the_reference(space):
+    player, prompts = _drifted_player(coef=10.0, space=space)
     before = _gap(player, prompts)
     assert before > 0.2, f"the SFT should have raised P(refusal opening) well above the reference's: {before}"
     stats = None

@@ -111,6 +111,12 @@ class RLConfig(BaseModel):
         "may move refusals between prompts (sharpen the harmful/harmless line) but not shift them all toward "
         "answering, the slide a defender stage showed; 0 = off.",
     )
+    refusal_hold_space: Literal["probability", "log"] = Field(
+        "probability",
+        description="What the refusal hold averages: probability = P(refusal opening), which weighs the prompts "
+        "near a greedy decision and lets a few sure refusals carry the mean; log = log P(refusal opening), every "
+        "prompt's log-odds alike (the geometric mean).",
+    )
     shard: Literal["none", "fsdp"] = Field(
         "none",
         description="fsdp: split the player's parameters, gradients and optimiser state over the launched processes "
@@ -583,18 +589,19 @@ class Player:
         return sums
 
     def _refusal_chunks(self, model: nn.Module, prompts: list[list[int]]) -> Iterator[torch.Tensor]:
-        """P(the answer opens as a refusal | prompt) per micro-batch of prompts (each prompt is one row per
-        opening), yielded one micro-batch at a time so a caller's backward frees each graph before the next."""
+        """P(the answer opens as a refusal | prompt), or its log (``rl.refusal_hold_space``), per micro-batch of
+        prompts (each prompt is one row per opening), yielded one micro-batch at a time so a caller's backward
+        frees each graph before the next."""
         step, pad = self.config.micro_batch_size, self.tokenizer.pad_token_id
         shared = not (self.config.gradient_checkpointing and model.training and torch.is_grad_enabled())
         for i in range(0, len(prompts), step):
             with self._autocast():
-                p = opening_logprob(model, prompts[i : i + step], self.openings, pad, shared_prefix=shared).exp()
-            yield p
+                logp = opening_logprob(model, prompts[i : i + step], self.openings, pad, shared_prefix=shared)
+            yield logp.exp() if self.config.refusal_hold_space == "probability" else logp
 
     @torch.no_grad()
     def _reference_refusals(self, batch: RolloutBatch, group: int) -> dict[tuple[int, ...], float]:
-        """The reference's P(refusal opening) for each group's prompt: the level the refusal hold keeps."""
+        """The reference's P(refusal opening) (or its log) for each group's prompt: what the refusal hold keeps."""
         self.model.eval()
         prompts = unpadded(batch.prompt_ids[::group], batch.prompt_mask[::group])
         with self.reference_model() as ref:
@@ -602,8 +609,8 @@ class Player:
         return {tuple(x): float(v) for x, v in zip(prompts, p, strict=True)}
 
     def _hold_refusals(self, part: RolloutBatch, held: dict[tuple[int, ...], float]) -> float:
-        """Backward of lambda * (m - m_ref)^2, m = the mean P(refusal opening) over the minibatch's prompts (one
-        row per group). A square is not a sum over micro-batches, so m is read first without a graph, then
+        """Backward of lambda * (m - m_ref)^2, m = the mean P(refusal opening) (or log P) over the minibatch's
+        prompts (one row per group). A square is not a sum over micro-batches, so m is read first without a graph, then
         each micro-batch backs 2 lambda (m - m_ref) / n * its sum of P. Returns m - m_ref."""
         prompts = unpadded(part.prompt_ids, part.prompt_mask)
         with torch.no_grad():
