@@ -368,9 +368,12 @@ class Player:
     def _prompt_groups(self, model: nn.Module, batch: RolloutBatch | Generation) -> tuple | None:
         """``prompt_groups`` of the batch, or None where this pass cannot keep a cache: gradient
         checkpointing (which this player turned on for its policy) while training."""
-        if self.config.gradient_checkpointing and model.training and torch.is_grad_enabled():
-            return None
-        return prompt_groups(batch.prompt_ids, batch.prompt_mask)
+        return prompt_groups(batch.prompt_ids, batch.prompt_mask) if self._keeps_cache(model) else None
+
+    def _keeps_cache(self, model: nn.Module) -> bool:
+        """Whether a pass of ``model`` can keep a key/value cache: not under the gradient checkpointing this
+        player turned on for its policy, while training."""
+        return not (self.config.gradient_checkpointing and model.training and torch.is_grad_enabled())
 
     def _shared_prefix_pass(
         self, model: nn.Module, batch, mask: torch.Tensor, positions: torch.Tensor, groups: tuple, hidden_states: bool
@@ -593,7 +596,7 @@ class Player:
         prompts (each prompt is one row per opening), yielded one micro-batch at a time so a caller's backward
         frees each graph before the next."""
         step, pad = self.config.micro_batch_size, self.tokenizer.pad_token_id
-        shared = not (self.config.gradient_checkpointing and model.training and torch.is_grad_enabled())
+        shared = self._keeps_cache(model)
         for i in range(0, len(prompts), step):
             with self._autocast():
                 logp = opening_logprob(model, prompts[i : i + step], self.openings, pad, shared_prefix=shared)

@@ -2,9 +2,10 @@
 
 A greedy answer refuses when the refusal mode wins its first tokens, so
 log P(refusal opening | prompt) = log sum_j p(OPENINGS[j] | prompt) is the quantity a defender stage moves
-when it slides toward answering (scripts/refusal_shift.py reads it per prompt). ``defender.rl.refusal_hold``
-uses it during RL: the mean P(refusal opening) over each minibatch's prompts is held at the reference's
-(the warm-up's) on the same prompts, so RL may move refusals from one prompt to another -- sharpen the
+when it slides toward answering (scripts/refusal_shift.py reads it per prompt). The player's refusal hold
+(``rl.refusal_hold_coef``) uses it during RL: the mean P(refusal opening), or of its log
+(``rl.refusal_hold_space``), over each minibatch's prompts is held at the reference's (the warm-up's) on
+the same prompts, so RL may move refusals from one prompt to another -- sharpen the
 harmful/harmless line -- but not shift them all toward answering.
 """
 
@@ -76,17 +77,13 @@ def _left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, t
 def _whole_rows(model: PreTrainedModel, prompts: list[list[int]], openings: list[list[int]], pad_id: int):
     """``opening_logprob`` with every (prompt, opening) pair run whole as one left-padded row."""
     rows = [(p, o) for p in prompts for o in openings]
-    width = max(len(p) + len(o) for p, o in rows)
-    device = next(model.parameters()).device
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
+    ids, mask = _left_padded([p + o for p, o in rows], pad_id)
+    width = ids.shape[1]
     scored = torch.zeros_like(ids, dtype=torch.bool)  # positions whose token is an opening's
-    for r, (p, o) in enumerate(rows):
-        start = width - len(p) - len(o)  # left padding, as in generation
-        ids[r, start:] = torch.tensor(p + o)
-        mask[r, start:] = 1
+    for r, (_, o) in enumerate(rows):
         scored[r, width - len(o) :] = True
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    device = next(model.parameters()).device
     ids, mask, positions, scored = ids.to(device), mask.to(device), positions.to(device), scored.to(device)
     keep = max(len(o) for o in openings)  # the openings sit at the end: only their logits are needed
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=keep + 1)
