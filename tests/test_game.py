@@ -449,3 +449,27 @@ def test_the_attack_anchor_refuses_each_attack_that_seeks_harm(tmp_path):
         assert all(text in prompt for (prompt, _), text in zip(anchor, texts, strict=True))
     metrics = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert all("defender_anchor_loss" in m for m in metrics if m["stage"] == "defender")
+
+
+def test_the_benign_only_refusal_hold_marks_the_diet_groups_after_the_attacks(tmp_path):
+    """refusal_hold_rows=benign: each defender update holds the benign diet's groups alone (they follow the
+    attacks' groups), and the game plays through with the hold's gap logged."""
+    hold = ["defender.rl.refusal_hold_coef=1", "defender.rl.refusal_hold_rows=benign"]
+    cfg = tiny_config(tmp_path, "run.name=r", *hold)
+    game = Game(cfg, tmp_path / "r")
+    seen: list[tuple[list[bool], int, int]] = []
+    update = game._update
+
+    def spy(step, stage, attacks, answers, *rewards):
+        out = update(step, stage, attacks, answers, *rewards)
+        if stage == "defender":
+            seen.append((list(game.defender.hold_groups), answers.n_attack_rows // answers.k, answers.n_benign))
+        return out
+
+    game._update = spy
+    game.play()
+    assert seen
+    for marks, n_attacks, n_benign in seen:
+        assert n_benign > 0 and marks == [False] * n_attacks + [True] * n_benign
+    metrics = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all("defender_refusal_hold_gap" in m for m in metrics if m["stage"] == "defender")

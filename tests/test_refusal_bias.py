@@ -29,7 +29,7 @@ def test_opening_logprob_is_the_openings_summed_token_logprobs_whatever_the_padd
         assert torch.allclose(got[row], torch.logsumexp(torch.stack(per_opening), 0), atol=1e-4)
 
 
-def _drifted_player(coef: float, space: str = "probability") -> tuple[Player, list[str]]:
+def _drifted_player(coef: float, space: str = "probability", rows: str = "all") -> tuple[Player, list[str]]:
     """A full fine-tune player whose policy was pushed toward refusing after its reference was frozen."""
     loaded = load_model("tiny")
     tok = loaded.tokenizer
@@ -41,12 +41,23 @@ def _drifted_player(coef: float, space: str = "probability") -> tuple[Player, li
         micro_batch_size=4,
         refusal_hold_coef=coef,
         refusal_hold_space=space,
+        refusal_hold_rows=rows,
     )
     torch.manual_seed(0)
     player = Player(loaded.model, tok, cfg)
     prompts = [chat_prompt(tok, f"question {i}") for i in range(4)]
     sft(player.model, tok, [[(p, OPENINGS[0]) for p in prompts]] * 25, lr=1e-2)
     return player, prompts
+
+
+def _per_prompt_gap(player: Player, prompts: list[str]) -> torch.Tensor:
+    ids = [player.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    pad = player.tokenizer.pad_token_id
+    with torch.no_grad():
+        return (
+            opening_logprob(player.model, ids, player.openings, pad).exp()
+            - opening_logprob(player.reference, ids, player.openings, pad).exp()
+        )
 
 
 def _gap(player: Player, prompts: list[str]) -> float:
@@ -76,6 +87,19 @@ def test_the_refusal_hold_pulls_the_mean_refusal_opening_back_to_the_reference(s
     assert stats is not None and "refusal_hold_gap" in stats.extra
     after = _gap(player, prompts)
     assert after < before / 2, f"the hold should close most of the gap: {before:.3f} -> {after:.3f}"
+
+
+def test_the_benign_only_hold_pulls_back_the_marked_groups_and_needs_the_marks():
+    player, prompts = _drifted_player(coef=10.0, rows="benign")
+    with pytest.raises(ValueError, match="hold_groups"):
+        _update_with_equal_scores(player, prompts)  # the game marks which groups are benign; nothing marked, no update
+    player.hold_groups = [False, False, True, True]  # the last two prompts play the benign diet
+    before = _per_prompt_gap(player, prompts)
+    for _ in range(3):
+        stats = _update_with_equal_scores(player, prompts)
+    after = _per_prompt_gap(player, prompts)
+    assert stats.extra["refusal_hold_gap"] != 0.0
+    assert after[2:].mean() < before[2:].mean() / 2, f"the held prompts' gap should close: {before} -> {after}"
 
 
 def test_without_the_hold_the_same_updates_leave_the_gap():

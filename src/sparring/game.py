@@ -416,6 +416,8 @@ class Game:
         )  # fmt: skip
         if stage == "defender":
             self.defender.step_anchor = self._attack_refusals(step, attacks.texts, gate)
+            # rl.refusal_hold_rows=benign holds the benign diet's requests (the groups after the attacks') alone
+            self.defender.hold_groups = [False] * (n // answers.k) + [True] * answers.n_benign
         stats = self._update(step, stage, attacks, answers, defender_reward, attacker_reward)  # 6. RL update
         clock.lap("update")
 

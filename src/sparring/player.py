@@ -117,6 +117,13 @@ class RLConfig(BaseModel):
         "near a greedy decision and lets a few sure refusals carry the mean; log = log P(refusal opening), every "
         "prompt's log-odds alike (the geometric mean).",
     )
+    refusal_hold_rows: Literal["all", "benign"] = Field(
+        "all",
+        description="Which prompts the refusal hold averages: all = every prompt of the minibatch, so a refusal "
+        "gained on an attack must be paid for by one lost on a benign request (a zero-sum hold); benign = only "
+        "the benign requests the game marks (``Player.hold_groups``), so the over-refusal side stays at the "
+        "reference's while refusals of attacks move with their rewards.",
+    )
     shard: Literal["none", "fsdp"] = Field(
         "none",
         description="fsdp: split the player's parameters, gradients and optimiser state over the launched processes "
@@ -229,6 +236,7 @@ class Player:
         self.kl_coef = config.kl_coef
         self.anchor: list[tuple[str, str]] = []  # (chat-formatted prompt, answer) pairs for config.anchor_coef
         self.step_anchor: list[tuple[str, str]] = []  # rows for this update alone, in every minibatch's anchor
+        self.hold_groups: list[bool] | None = None  # refusal_hold_rows=benign: which groups of the next update it holds
         self.openings = opening_ids(tokenizer) if config.refusal_hold_coef > 0 else []  # the refusal hold's
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -479,7 +487,9 @@ class Player:
             raise ValueError("critic-free batches must hold whole groups")
         # Shuffle whole groups, so the samples of one prompt land in one micro-batch and share its pass.
         group = batch.group_size if len(batch) % batch.group_size == 0 else 1
-        held = self._reference_refusals(batch, group) if cfg.refusal_hold_coef > 0 else None
+        held = None
+        if cfg.refusal_hold_coef > 0:
+            held = self._reference_refusals(batch, group, self._held_groups(batch, group))
         self.model.train()
         if self.value_head is not None:
             self.value_head.train()
@@ -602,11 +612,26 @@ class Player:
                 logp = opening_logprob(model, prompts[i : i + step], self.openings, pad, shared_prefix=shared)
             yield logp.exp() if self.config.refusal_hold_space == "probability" else logp
 
+    def _held_groups(self, batch: RolloutBatch, group: int) -> list[bool]:
+        """Which of the batch's groups the refusal hold averages: all, or those the game marked benign."""
+        n = len(batch) // group
+        if self.config.refusal_hold_rows == "all":
+            return [True] * n
+        if self.hold_groups is None or len(self.hold_groups) != n:
+            raise ValueError(
+                f"refusal_hold_rows=benign needs hold_groups marking each of the batch's {n} groups "
+                f"(got {None if self.hold_groups is None else len(self.hold_groups)})"
+            )
+        return list(self.hold_groups)
+
     @torch.no_grad()
-    def _reference_refusals(self, batch: RolloutBatch, group: int) -> dict[tuple[int, ...], float]:
-        """The reference's P(refusal opening) (or its log) for each group's prompt: what the refusal hold keeps."""
+    def _reference_refusals(self, batch: RolloutBatch, group: int, keep: list[bool]) -> dict[tuple[int, ...], float]:
+        """The reference's P(refusal opening) (or its log) for each held group's prompt: what the hold keeps."""
         self.model.eval()
-        prompts = unpadded(batch.prompt_ids[::group], batch.prompt_mask[::group])
+        every = unpadded(batch.prompt_ids[::group], batch.prompt_mask[::group])
+        prompts = [p for p, k in zip(every, keep, strict=True) if k]
+        if not prompts:
+            return {}
         with self.reference_model() as ref:
             p = torch.cat(list(self._refusal_chunks(ref, prompts)))
         return {tuple(x): float(v) for x, v in zip(prompts, p, strict=True)}
@@ -615,7 +640,9 @@ class Player:
         """Backward of lambda * (m - m_ref)^2, m = the mean P(refusal opening) (or log P) over the minibatch's
         prompts (one row per group). A square is not a sum over micro-batches, so m is read first without a graph, then
         each micro-batch backs 2 lambda (m - m_ref) / n * its sum of P. Returns m - m_ref."""
-        prompts = unpadded(part.prompt_ids, part.prompt_mask)
+        prompts = [x for x in unpadded(part.prompt_ids, part.prompt_mask) if tuple(x) in held]
+        if not prompts:  # no held prompt in this minibatch (refusal_hold_rows=benign)
+            return 0.0
         with torch.no_grad():
             mean = float(torch.cat(list(self._refusal_chunks(self.model, prompts))).mean())
         gap = mean - sum(held[tuple(x)] for x in prompts) / len(prompts)
