@@ -61,12 +61,7 @@ def _per_prompt_gap(player: Player, prompts: list[str]) -> torch.Tensor:
 
 
 def _gap(player: Player, prompts: list[str]) -> float:
-    ids = [player.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    pad = player.tokenizer.pad_token_id
-    with torch.no_grad():
-        now = opening_logprob(player.model, ids, player.openings, pad).exp().mean()
-        ref = opening_logprob(player.reference, ids, player.openings, pad).exp().mean()
-    return float(now - ref)
+    return float(_per_prompt_gap(player, prompts).mean())  # mean now - mean ref = mean of the per-prompt gaps
 
 
 def _update_with_equal_scores(player: Player, prompts: list[str]):
